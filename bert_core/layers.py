@@ -1,0 +1,135 @@
+"""BERT's building blocks in Keras 3, written with `keras.ops` only (TensorFlow and JAX backends).
+
+Numerics follow google-research/bert's `modeling.py`: padding adds -10000 to attention scores,
+scores are scaled by 1/sqrt(head_size), LayerNorm comes after each residual (post-LN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+MASK_ADDER = -10000.0
+
+
+def activation(name: str):
+    """The function behind a `BertConfig.hidden_act` name."""
+    functions = {
+        "gelu_tanh": lambda x: ops.gelu(x, approximate=True),
+        "gelu_exact": lambda x: ops.gelu(x, approximate=False),
+        "relu": ops.relu,
+        "tanh": ops.tanh,
+        "silu": ops.silu,
+        "linear": lambda x: x,
+    }
+    return functions[name]
+
+
+def truncated_normal(stddev: float) -> keras.initializers.Initializer:
+    return keras.initializers.TruncatedNormal(stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="bertflow")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute positions: returns the first `seq` rows, shaped (1, seq, hidden)."""
+
+    def __init__(self, max_length: int, initializer_range: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.max_length = max_length
+        self.initializer_range = initializer_range
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.max_length, input_shape[-1]),
+            initializer=truncated_normal(self.initializer_range))
+
+    def call(self, inputs):  # inputs: (batch, seq, hidden)
+        seq = ops.shape(inputs)[1]
+        positions = ops.slice(self.embeddings, (0, 0), (seq, ops.shape(self.embeddings)[1]))
+        return ops.expand_dims(ops.cast(positions, inputs.dtype), 0)
+
+    def get_config(self):
+        return {**super().get_config(), "max_length": self.max_length,
+                "initializer_range": self.initializer_range}
+
+
+@keras.saving.register_keras_serializable(package="bertflow")
+class TransformerLayer(keras.layers.Layer):
+    """One post-LayerNorm encoder block: self-attention, add & norm, feed-forward, add & norm."""
+
+    def __init__(self, num_heads: int, intermediate_size: int, hidden_act: str = "gelu_tanh",
+                 dropout: float = 0.1, attention_dropout: float = 0.1,
+                 layer_norm_eps: float = 1e-12, initializer_range: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self._activation = activation(hidden_act)
+
+    def build(self, input_shape):  # input_shape: (batch, seq, hidden)
+        hidden = input_shape[-1]
+        self._head_size = hidden // self.num_heads
+
+        def dense(units, name):
+            return keras.layers.Dense(units, kernel_initializer=truncated_normal(
+                self.initializer_range), dtype=self.dtype_policy, name=name)
+
+        def norm(name):
+            return keras.layers.LayerNormalization(
+                epsilon=self.layer_norm_eps, dtype=self.dtype_policy, name=name)
+
+        # Names mirror the checkpoint conversion table in bert_core/checkpoint.py.
+        self.query, self.key, self.value = (dense(hidden, n) for n in ("query", "key", "value"))
+        self.attention_output = dense(hidden, "attention_output")
+        self.attention_layer_norm = norm("attention_layer_norm")
+        self.intermediate = dense(self.intermediate_size, "intermediate")
+        self.output_dense = dense(hidden, "output")
+        self.output_layer_norm = norm("output_layer_norm")
+        self.attention_probs_dropout = keras.layers.Dropout(self.attention_dropout)
+        self.hidden_dropout = keras.layers.Dropout(self.dropout)
+        for layer in (self.query, self.key, self.value, self.attention_output,
+                      self.attention_layer_norm, self.output_layer_norm):
+            layer.build(input_shape)
+        self.intermediate.build(input_shape)
+        self.output_dense.build((*input_shape[:-1], self.intermediate_size))
+
+    def call(self, hidden, attention_mask, training=None):
+        # hidden: (batch, seq, hidden); attention_mask: (batch, seq), 1 on real tokens
+        attended = self._self_attention(hidden, attention_mask, training)
+        attended = self.hidden_dropout(self.attention_output(attended), training=training)
+        hidden = self.attention_layer_norm(attended + hidden)
+        ff = self._activation(self.intermediate(hidden))
+        ff = self.hidden_dropout(self.output_dense(ff), training=training)
+        return self.output_layer_norm(ff + hidden)
+
+    def _self_attention(self, hidden, attention_mask, training):
+        head_size = self._head_size
+
+        def heads(x):  # (batch, seq, hidden) -> (batch, heads, seq, head_size)
+            x = ops.reshape(x, (ops.shape(x)[0], -1, self.num_heads, head_size))
+            return ops.transpose(x, (0, 2, 1, 3))
+
+        q, k, v = heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (batch, heads, seq, seq)
+        scores = scores * ops.cast(1.0 / math.sqrt(head_size), scores.dtype)
+        adder = (1.0 - ops.cast(attention_mask, scores.dtype)) * MASK_ADDER
+        scores = scores + adder[:, None, None, :]  # padding keys get -10000
+        probs = self.attention_probs_dropout(ops.softmax(scores, axis=-1), training=training)
+        context = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))  # (batch, seq, heads, head)
+        return ops.reshape(context, (ops.shape(context)[0], -1, self.num_heads * head_size))
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads,
+                "intermediate_size": self.intermediate_size, "hidden_act": self.hidden_act,
+                "dropout": self.dropout, "attention_dropout": self.attention_dropout,
+                "layer_norm_eps": self.layer_norm_eps,
+                "initializer_range": self.initializer_range}

@@ -1,0 +1,99 @@
+"""The BERT backbone and the sentence-pair classifier on top of it.
+
+    inputs: input_ids, segment_ids, input_mask          (batch, seq) int32
+    token_embedding + segment_embedding + position_embedding -> embeddings_layer_norm -> dropout
+    transformer_layer_0 ... transformer_layer_{N-1}     (batch, seq, hidden) "sequence_output"
+    pooled_dense: tanh(dense(sequence_output[:, 0]))    (batch, hidden)      "pooled_output"
+    classifier: dropout(0.1) -> logits                  (batch, num_labels)
+
+Both are functional `keras.Model`s with `get_config()`, so they save and load as `.keras` files.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from bert_core.config import BertConfig
+from bert_core.layers import PositionEmbedding, TransformerLayer, truncated_normal
+
+FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids")
+
+
+def feature_inputs() -> dict[str, keras.KerasTensor]:
+    return {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in FEATURE_NAMES}
+
+
+@keras.saving.register_keras_serializable(package="bertflow")
+class BertBackbone(keras.Model):
+    """BERT encoder: features in, {"sequence_output", "pooled_output"} out."""
+
+    def __init__(self, bert_config: BertConfig | dict, **kwargs):
+        cfg = bert_config if isinstance(bert_config, BertConfig) else BertConfig(**bert_config)
+        init = truncated_normal(cfg.initializer_range)
+        inputs = feature_inputs()
+
+        tokens = keras.layers.Embedding(cfg.vocab_size, cfg.hidden_size, embeddings_initializer=init,
+                                        name="token_embedding")(inputs["input_ids"])
+        segments = keras.layers.Embedding(cfg.type_vocab_size, cfg.hidden_size,
+                                          embeddings_initializer=init,
+                                          name="segment_embedding")(inputs["segment_ids"])
+        positions = PositionEmbedding(cfg.max_position_embeddings, cfg.initializer_range,
+                                      name="position_embedding")(tokens)
+        x = keras.layers.Add(name="embeddings_add")([tokens, segments, positions])
+        x = keras.layers.LayerNormalization(epsilon=cfg.layer_norm_eps,
+                                            name="embeddings_layer_norm")(x)
+        x = keras.layers.Dropout(cfg.hidden_dropout_prob, name="embeddings_dropout")(x)
+        for i in range(cfg.num_hidden_layers):
+            x = TransformerLayer(
+                num_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+                hidden_act=cfg.hidden_act, dropout=cfg.hidden_dropout_prob,
+                attention_dropout=cfg.attention_probs_dropout_prob,
+                layer_norm_eps=cfg.layer_norm_eps, initializer_range=cfg.initializer_range,
+                name=f"transformer_layer_{i}")(x, inputs["input_mask"])
+        first_token = keras.layers.Lambda(lambda h: h[:, 0, :], name="first_token")(x)
+        pooled = keras.layers.Dense(cfg.hidden_size, activation="tanh", kernel_initializer=init,
+                                    name="pooled_dense")(first_token)
+        super().__init__(inputs=inputs, outputs={"sequence_output": x, "pooled_output": pooled},
+                         **kwargs)
+        self.bert_config = cfg
+
+    def get_config(self):
+        return {"bert_config": self.bert_config.to_dict(), "name": self.name,
+                "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="bertflow")
+class BertClassifier(keras.Model):
+    """run_classifier's head: dropout on the pooled output, then a dense layer to the logits."""
+
+    def __init__(self, backbone: BertBackbone, num_labels: int = 2, dropout: float = 0.1,
+                 **kwargs):
+        inputs = feature_inputs()
+        pooled = backbone(inputs)["pooled_output"]
+        x = keras.layers.Dropout(dropout, name="classifier_dropout")(pooled)
+        logits = keras.layers.Dense(num_labels, kernel_initializer=truncated_normal(0.02),
+                                    name="logits")(x)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+        self.num_labels = num_labels
+        self.dropout = dropout
+
+    @classmethod
+    def from_bert_config(cls, bert_config: BertConfig, num_labels: int = 2) -> BertClassifier:
+        return cls(BertBackbone(bert_config, name="bert"), num_labels=num_labels,
+                   name="bert_classifier")
+
+    def get_config(self):
+        return {"backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_labels": self.num_labels, "dropout": self.dropout, "name": self.name,
+                "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

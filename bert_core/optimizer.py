@@ -1,0 +1,114 @@
+"""google-research/bert's AdamWeightDecay and its warmup + linear decay schedule, in Keras 3.
+
+Per variable w with gradient g (after clipping all gradients to global norm 1.0):
+
+    m <- b1 m + (1 - b1) g
+    v <- b2 v + (1 - b2) g^2
+    w <- w - lr * (m / (sqrt(v) + eps) + wd * w)      # no bias correction; wd * w skipped
+                                                      # for LayerNorm weights and biases
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+# Matched against the full variable path (`transformer_layer_0/attention_layer_norm/gamma`):
+# Keras' own exclude_from_weight_decay matches short names only, which would decay LayerNorm.
+NO_DECAY_PATTERNS = ("LayerNorm", "layer_norm", "bias")
+
+
+def train_steps(num_examples: int, batch_size: int, epochs: float,
+                warmup_proportion: float = 0.1) -> tuple[int, int]:
+    """(num_train_steps, num_warmup_steps) exactly as run_classifier computes them.
+
+    >>> train_steps(3668, 32, 3.0)
+    (343, 34)
+    """
+    steps = int(num_examples / batch_size * epochs)
+    return steps, int(steps * warmup_proportion)
+
+
+@keras.saving.register_keras_serializable(package="bertflow")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr = peak * step / warmup while step < warmup, else peak * (1 - min(step, total) / total).
+
+    As in google-research/bert, the decay is measured from step 0, not from the end of warmup,
+    and the first update (step 0) has learning rate 0.
+    """
+
+    def __init__(self, peak_learning_rate: float, num_train_steps: int, num_warmup_steps: int):
+        self.peak_learning_rate = peak_learning_rate
+        self.num_train_steps = num_train_steps
+        self.num_warmup_steps = num_warmup_steps
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        peak = self.peak_learning_rate
+        decayed = peak * (1.0 - ops.minimum(step, self.num_train_steps) / self.num_train_steps)
+        if self.num_warmup_steps <= 0:
+            return decayed
+        warmup = peak * step / self.num_warmup_steps
+        return ops.where(step < self.num_warmup_steps, warmup, decayed)
+
+    def get_config(self):
+        return {"peak_learning_rate": self.peak_learning_rate,
+                "num_train_steps": self.num_train_steps,
+                "num_warmup_steps": self.num_warmup_steps}
+
+
+@keras.saving.register_keras_serializable(package="bertflow")
+class AdamWeightDecay(keras.optimizers.Optimizer):
+    """Adam with decoupled weight decay and without bias correction (google-research/bert)."""
+
+    def __init__(self, learning_rate=2e-5, weight_decay_rate: float = 0.01, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-6,
+                 exclude_from_weight_decay: Sequence[str] = NO_DECAY_PATTERNS,
+                 global_clipnorm: float | None = 1.0, name: str = "adam_weight_decay", **kwargs):
+        super().__init__(learning_rate=learning_rate, global_clipnorm=global_clipnorm, name=name,
+                         **kwargs)
+        self.weight_decay_rate = weight_decay_rate
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.exclude_from_weight_decay = tuple(exclude_from_weight_decay)
+
+    def decays(self, variable) -> bool:
+        """Whether `variable` gets weight decay, judged by its full path."""
+        path = getattr(variable, "path", variable.name)
+        return self.weight_decay_rate > 0 and not any(
+            re.search(pattern, path) for pattern in self.exclude_from_weight_decay)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
+        self._decay = [self.decays(var) for var in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        m, v = self._m[index], self._v[index]
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * g)
+        self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * ops.square(g))
+        update = m / (ops.sqrt(v) + self.epsilon)
+        if self._decay[index]:
+            update = update + self.weight_decay_rate * variable
+        self.assign_sub(variable, lr * update)
+
+    def get_config(self):
+        return {**super().get_config(), "weight_decay_rate": self.weight_decay_rate,
+                "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                "exclude_from_weight_decay": list(self.exclude_from_weight_decay)}
+
+
+def create_optimizer(peak_learning_rate: float, num_train_steps: int,
+                     num_warmup_steps: int) -> AdamWeightDecay:
+    """run_classifier's optimizer: AdamWeightDecay on the warmup + linear decay schedule."""
+    return AdamWeightDecay(
+        learning_rate=WarmupLinearDecay(peak_learning_rate, num_train_steps, num_warmup_steps))

@@ -1,0 +1,206 @@
+"""WordPiece tokenization with google-research/bert's exact semantics.
+
+A port of `tokenization.py` from google-research/bert, keeping its public surface
+(`FullTokenizer(vocab_file, do_lower_case=True)` with `tokenize`, `convert_tokens_to_ids`,
+`convert_ids_to_tokens`) so that code ported from `run_classifier.py` keeps working.
+
+    >>> tok = FullTokenizer.from_tokens(
+    ...     ["[UNK]", "[CLS]", "[SEP]", "want", "##want", "##ed", "wa", "un", "runn", "##ing", ","])
+    >>> tok.tokenize("UNwant\\u00E9d,running")
+    ['un', '##want', '##ed', ',', 'runn', '##ing']
+    >>> tok.encode("UNwant\\u00E9d,running")
+    [7, 4, 5, 10, 8, 9]
+
+The only departure is speed: `FullTokenizer` memoises the word pieces of each whitespace-separated
+word. Everything after the whole-text clean-up (control characters, CJK spacing) works word by word,
+so the cache cannot change a single id.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+
+MAX_INPUT_CHARS_PER_WORD = 200
+
+# CJK Unified Ideographs and their extensions, as google-research/bert lists them. Hangul and kana
+# are not here: they are written with spaces, so they need no splitting.
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+
+
+def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
+    """Vocab id = line number of the stripped line (a later duplicate wins, as in the original)."""
+    with open(vocab_file, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line starts no line
+    return {line.decode("utf-8", "ignore").strip(): index for index, line in enumerate(lines)}
+
+
+def whitespace_tokenize(text: str) -> list[str]:
+    return text.split()
+
+
+def _is_whitespace(char: str) -> bool:
+    return char in " \t\n\r" or unicodedata.category(char) == "Zs"
+
+
+def _is_control(char: str) -> bool:
+    if char in "\t\n\r":
+        return False
+    return unicodedata.category(char) in ("Cc", "Cf")
+
+
+def _is_punctuation(char: str) -> bool:
+    """ASCII non-letters/digits count as punctuation too (`$`, `^`, `` ` ``), as in the original."""
+    cp = ord(char)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def _is_chinese_char(cp: int) -> bool:
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+
+
+class BasicTokenizer:
+    """Cleans text, splits on whitespace and punctuation, optionally lower-cases and strips accents."""
+
+    def __init__(self, do_lower_case: bool = True):
+        self.do_lower_case = do_lower_case
+
+    def tokenize(self, text: str) -> list[str]:
+        words = whitespace_tokenize(self.prepare(text))
+        return [piece for word in words for piece in self.split_word(word)]
+
+    def prepare(self, text: str) -> str:
+        """The whole-text steps: drop invalid and control chars, map whitespace, space out CJK."""
+        out = []
+        for char in text:
+            cp = ord(char)
+            if cp == 0 or cp == 0xFFFD or _is_control(char):
+                continue
+            if _is_whitespace(char):
+                out.append(" ")
+            elif _is_chinese_char(cp):
+                out.append(f" {char} ")
+            else:
+                out.append(char)
+        return "".join(out)
+
+    def split_word(self, word: str) -> list[str]:
+        """The per-word steps: lower-case, strip accents, split off every punctuation char."""
+        if self.do_lower_case:
+            word = _strip_accents(word.lower())
+        return whitespace_tokenize(" ".join(_split_on_punc(word)))
+
+
+def _strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+
+
+def _split_on_punc(text: str) -> list[str]:
+    """'a,b!' -> ['a', ',', 'b', '!']"""
+    output: list[list[str]] = []
+    start_new_word = True
+    for char in text:
+        if _is_punctuation(char):
+            output.append([char])
+            start_new_word = True
+        else:
+            if start_new_word:
+                output.append([])
+            start_new_word = False
+            output[-1].append(char)
+    return ["".join(x) for x in output]
+
+
+class WordpieceTokenizer:
+    """Greedy longest-match-first WordPiece; a word with any unmatched position becomes one [UNK]."""
+
+    def __init__(self, vocab: Mapping[str, int], unk_token: str = "[UNK]",
+                 max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD):
+        self.vocab = vocab
+        self.unk_token = unk_token
+        self.max_input_chars_per_word = max_input_chars_per_word
+
+    def tokenize(self, text: str) -> list[str]:
+        return [piece for word in whitespace_tokenize(text) for piece in self.split_word(word)]
+
+    def split_word(self, word: str) -> list[str]:
+        if len(word) > self.max_input_chars_per_word:
+            return [self.unk_token]
+        pieces = []
+        start = 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self.vocab:
+                    break
+                end -= 1
+            if end == start:
+                return [self.unk_token]
+            pieces.append(piece)
+            start = end
+        return pieces
+
+
+class FullTokenizer:
+    """Basic tokenization followed by WordPiece, with a per-word memo of the resulting ids."""
+
+    def __init__(self, vocab_file: str | os.PathLike, do_lower_case: bool = True):
+        self._init(load_vocab(vocab_file), do_lower_case)
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[str], do_lower_case: bool = True) -> FullTokenizer:
+        """A tokenizer over an in-memory vocab (id = position), for tests and examples."""
+        tokenizer = cls.__new__(cls)
+        tokenizer._init({token: i for i, token in enumerate(tokens)}, do_lower_case)
+        return tokenizer
+
+    def _init(self, vocab: dict[str, int], do_lower_case: bool) -> None:
+        self.vocab = vocab
+        self.inv_vocab = {i: token for token, i in vocab.items()}
+        self.do_lower_case = do_lower_case
+        self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case)
+        self.wordpiece_tokenizer = WordpieceTokenizer(vocab=vocab)
+        self._word_cache: dict[str, tuple[list[str], list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def tokenize(self, text: str) -> list[str]:
+        return [t for word in whitespace_tokenize(self.basic_tokenizer.prepare(text))
+                for t in self._word(word)[0]]
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`: `convert_tokens_to_ids(tokenize(text))`, only faster."""
+        return [i for word in whitespace_tokenize(self.basic_tokenizer.prepare(text))
+                for i in self._word(word)[1]]
+
+    def _word(self, word: str) -> tuple[list[str], list[int]]:
+        cached = self._word_cache.get(word)
+        if cached is None:
+            tokens = [piece for part in self.basic_tokenizer.split_word(word)
+                      for piece in self.wordpiece_tokenizer.split_word(part)]
+            cached = (tokens, self.convert_tokens_to_ids(tokens))
+            self._word_cache[word] = cached
+        return cached
+
+    def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+        return [self.vocab[token] for token in tokens]
+
+    def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        return [self.inv_vocab[i] for i in ids]

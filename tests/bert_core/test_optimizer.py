@@ -1,0 +1,86 @@
+"""AdamWeightDecay arithmetic against the published formula, and run_classifier's schedule."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from bert_core.optimizer import AdamWeightDecay, WarmupLinearDecay, create_optimizer, train_steps
+
+
+def toy_model():
+    """Three variable kinds: a kernel (decayed), a bias and LayerNorm weights (not decayed)."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense"),
+                              keras.layers.LayerNormalization(name="attention_layer_norm")])
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    return model
+
+
+def reference_step(w, g, m, v, lr, decay, b1=0.9, b2=0.999, eps=1e-6, wd=0.01):
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    update = m / (np.sqrt(v) + eps) + (wd * w if decay else 0.0)
+    return w - lr * update, m, v
+
+
+def test_two_steps_match_the_formula_without_bias_correction():
+    model = toy_model()
+    names = [v.path for v in model.trainable_weights]
+    assert names == ["sequential/dense/kernel", "sequential/dense/bias",
+                     "sequential/attention_layer_norm/gamma", "sequential/attention_layer_norm/beta"]
+    opt = AdamWeightDecay(learning_rate=0.1)
+    rng = np.random.default_rng(1)
+    expected = {v.path: (v.numpy().astype(np.float64), 0.0, 0.0) for v in model.trainable_weights}
+    for _ in range(2):
+        grads = [rng.normal(scale=0.05, size=v.shape).astype("float32")
+                 for v in model.trainable_weights]  # global norm < 1: no clipping
+        opt.apply(grads, model.trainable_weights)
+        for var, g in zip(model.trainable_weights, grads):
+            w, m, v = expected[var.path]
+            expected[var.path] = reference_step(w, g, m, v, 0.1, decay=var.path.endswith("dense/kernel"))
+    for var in model.trainable_weights:
+        np.testing.assert_allclose(var.numpy(), expected[var.path][0], atol=1e-7, rtol=0)
+    assert [opt.decays(v) for v in model.trainable_weights] == [True, False, False, False]
+
+
+def test_layer_norm_and_bias_are_not_decayed_by_full_path():
+    opt = AdamWeightDecay()
+    for path, decays in [("transformer_layer_0/attention_layer_norm/gamma", False),
+                         ("embeddings_layer_norm/beta", False), ("pooled_dense/bias", False),
+                         ("token_embedding/embeddings", True), ("logits/kernel", True)]:
+        var = keras.Variable(np.zeros(2), name=path.rsplit("/", 1)[1])
+        var._path = path  # the path a model gives the variable
+        assert opt.decays(var) is decays, path
+
+
+def test_gradients_are_clipped_to_global_norm_one():
+    var = keras.Variable(np.zeros(4, "float32"), name="kernel")
+    opt = AdamWeightDecay(learning_rate=1.0, weight_decay_rate=0.0, beta_1=0.0, beta_2=0.0,
+                          epsilon=0.0)
+    # With b1 = b2 = 0 the step is g / |g| elementwise, whatever the scale; so inspect m instead.
+    opt.apply([np.array([30.0, 40.0, 0.0, 0.0], "float32")], [var])
+    np.testing.assert_allclose(opt._m[0].numpy(), [0.6, 0.8, 0.0, 0.0], atol=1e-6)
+
+
+def test_mrpc_step_counts():
+    assert train_steps(3668, 32, 3.0, 0.1) == (343, 34)
+
+
+@pytest.mark.parametrize("step,factor", [(0, 0.0), (17, 0.5), (33, 33 / 34),
+                                         (34, 1 - 34 / 343), (200, 1 - 200 / 343),
+                                         (343, 0.0), (500, 0.0)])
+def test_warmup_then_linear_decay_as_in_google_research_bert(step, factor):
+    schedule = WarmupLinearDecay(2e-5, 343, 34)
+    assert float(schedule(step)) == pytest.approx(2e-5 * factor, rel=1e-6, abs=1e-12)
+
+
+def test_optimizer_serialises_with_its_schedule():
+    opt = create_optimizer(2e-5, 343, 34)
+    clone = AdamWeightDecay.from_config(opt.get_config())
+    assert isinstance(clone._learning_rate, WarmupLinearDecay)
+    assert clone._learning_rate.get_config() == {"peak_learning_rate": 2e-5,
+                                                 "num_train_steps": 343, "num_warmup_steps": 34}
+    assert clone.global_clipnorm == 1.0 and clone.weight_decay_rate == 0.01
