@@ -46,9 +46,13 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=truncated_normal(self.initializer_range))
 
     def call(self, inputs):  # inputs: (batch, seq, hidden)
-        seq = ops.shape(inputs)[1]
-        positions = ops.slice(self.embeddings, (0, 0), (seq, ops.shape(self.embeddings)[1]))
+        seq, hidden = ops.shape(inputs)[1], ops.shape(inputs)[2]
+        table = ops.convert_to_tensor(self.embeddings)  # a bare Variable breaks JAX tracing
+        positions = ops.slice(table, (0, 0), (seq, hidden))
         return ops.expand_dims(ops.cast(positions, inputs.dtype), 0)
+
+    def compute_output_shape(self, input_shape):
+        return (1, *input_shape[1:])
 
     def get_config(self):
         return {**super().get_config(), "max_length": self.max_length,
