@@ -114,10 +114,23 @@ def read_checkpoint(source: str | os.PathLike) -> PretrainedCheckpoint:
                           f"prefix) nor a Hugging Face directory with model.safetensors")
 
 
+def find_google_release(folder: Path) -> Path:
+    """The folder holding `bert_config.json`: `folder` itself or its one subfolder, as releases
+    unpack either way."""
+    if (folder / "bert_config.json").is_file():
+        return folder
+    candidates = sorted(p.parent for p in folder.glob("*/bert_config.json"))
+    if len(candidates) != 1:
+        raise CheckpointError(f"{folder}: expected bert_config.json at the root or in one "
+                              f"folder, found {len(candidates)}")
+    return candidates[0]
+
+
 def _google_prefix_in(directory: Path, source: str) -> Path:
+    directory = find_google_release(directory)
     indexes = sorted(directory.glob("*.ckpt.index")) or sorted(directory.glob("*.index"))
-    if not (directory / "bert_config.json").is_file() or not indexes:
-        raise CheckpointError(f"{source}: expected bert_config.json and a *.ckpt.index file "
+    if not indexes:
+        raise CheckpointError(f"{source}: expected a *.ckpt.index file beside bert_config.json "
                               f"in {directory}")
     return indexes[0].with_suffix("")
 

@@ -42,6 +42,26 @@ def shared_vocab(shared) -> Path:
 
 
 @pytest.fixture
+def loopback():
+    """A loopback HTTP server with scripted faults (tests/loopback.py), stopped after the test."""
+    from tests.loopback import LoopbackServer
+
+    server = LoopbackServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """A real, temporary Prefect API (SQLite) for the session; flows run against it."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
 def micro_config():
     """A BERT small enough to train in seconds on CPU."""
     from bert_core.config import BertConfig

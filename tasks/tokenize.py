@@ -1,0 +1,125 @@
+"""Tokenize stage: GLUE TSVs -> Parquet + TFRecord shards and a manifest, in a folder named by its
+inputs (TSV and vocab hashes, the tokenization config, the shard format).
+
+Shards are written by a pool of processes into a temporary folder that is renamed into place once
+the manifest is written, so a reader finds either every shard of a run or none. The output is
+byte-identical from run to run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel, ConfigDict
+
+from bert_core.tokenization import load_vocab
+from data_contracts.reader import read_tsv
+from tasks.atomic import publish_dir, write_json
+from tasks.config import DataConfig, ModelConfig
+from tasks.download import RawData
+from tasks.fetch import sha256_file
+from tasks.mrpc import SPLITS
+from tasks.shards import ShardInfo, ShardJob, plan_shards, write_shard
+
+SHARD_FORMAT = 1  # bump when the bytes written for the same inputs change
+LABELED = {"train": True, "dev": True, "test": False}
+# One process tokenizes ~20k MRPC pairs/s; starting workers costs ~1.3 s (measured here, 2 cores),
+# so a pool pays off only past ~50k pairs. See bench/tokenize.py.
+PARALLEL_MIN_ROWS = 50_000
+
+
+class Shards(BaseModel):
+    """What the tokenize stage hands on: the shard folder and its manifest's hash and counts."""
+
+    model_config = ConfigDict(frozen=True)
+    shard_dir: str
+    manifest_sha256: str
+    rows: dict[str, int]
+
+    @property
+    def manifest(self) -> Path:
+        return Path(self.shard_dir) / "manifest.json"
+
+
+def shard_key(raw: RawData, data: DataConfig, model: ModelConfig, vocab_sha256: str) -> str:
+    parts = [f"format={SHARD_FORMAT}", f"vocab={vocab_sha256}", f"shard_size={data.shard_size}",
+             model.model_dump_json(), *(f"{s}={raw.sha256[f'{s}.tsv']}" for s in SPLITS)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def split_jobs(raw: RawData, split: str, data: DataConfig, model: ModelConfig,
+               out_dir: Path) -> list[ShardJob]:
+    """run_classifier's MRPC examples: guid `<split>-<line index>`, text_a `#1 String`, text_b
+    `#2 String`, label `Quality` mapped through `model.labels` (none for test)."""
+    frame = read_tsv(raw.tsv(split))
+    guids = [f"{split}-{i}" for i in range(1, len(frame) + 1)]
+    labels = None
+    if LABELED[split]:
+        label_id = {label: i for i, label in enumerate(model.labels)}
+        labels = [label_id[v] for v in frame["Quality"]]
+    return plan_shards(split, guids, frame["#1 String"].tolist(), frame["#2 String"].tolist(),
+                       labels, data.shard_size, vocab_file=raw.vocab_file,
+                       do_lower_case=model.do_lower_case, max_seq_length=model.max_seq_length,
+                       out_dir=str(out_dir))
+
+
+def run_jobs(jobs: list[ShardJob], workers: int,
+             min_rows: int = PARALLEL_MIN_ROWS) -> list[ShardInfo]:
+    """Write every shard; in worker processes only when the input pays for their ~1 s start."""
+    if workers <= 1 or len(jobs) <= 1 or sum(len(j.guids) for j in jobs) < min_rows:
+        return [write_shard(job) for job in jobs]
+    # spawn, not fork: the parent may hold TensorFlow's threads and locks.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        return list(pool.map(write_shard, jobs))
+
+
+def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Path) -> Shards:
+    vocab_sha = sha256_file(raw.vocab_file)
+    out = home / "shards" / shard_key(raw, data, model, vocab_sha)
+    if not (out / "manifest.json").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            jobs = [job for split in SPLITS for job in split_jobs(raw, split, data, model, tmp)]
+            infos = run_jobs(jobs, data.workers)
+            write_json(tmp / "manifest.json", _manifest(raw, data, model, vocab_sha, infos))
+            publish_dir(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    manifest = out / "manifest.json"
+    counts = {s: v["rows"] for s, v in json.loads(manifest.read_text())["splits"].items()}
+    return Shards(shard_dir=str(out), manifest_sha256=sha256_file(manifest), rows=counts)
+
+
+def _manifest(raw: RawData, data: DataConfig, model: ModelConfig, vocab_sha: str,
+              infos: list[ShardInfo]) -> dict:
+    splits = {}
+    for split in SPLITS:
+        shards = [asdict(i) for i in infos if i.split == split]
+        splits[split] = {"rows": sum(s["rows"] for s in shards), "labeled": LABELED[split],
+                         "tsv_sha256": raw.sha256[f"{split}.tsv"], "shards": shards}
+    return {"format": SHARD_FORMAT, "max_seq_length": model.max_seq_length,
+            "do_lower_case": model.do_lower_case, "labels": list(model.labels),
+            "vocab_sha256": vocab_sha, "vocab_size": max(load_vocab(raw.vocab_file).values()) + 1,
+            "shard_size": data.shard_size, "splits": splits}
+
+
+@task(name="tokenize")
+def tokenize(raw: RawData, data: DataConfig, model: ModelConfig, home: str) -> Shards:
+    """Write every split as Parquet and TFRecord shards (skipped if these inputs were done)."""
+    shards = tokenize_splits(raw, data, model, Path(home))
+    create_table_artifact(
+        key="tokenized-shards", description=f"Shards in {shards.shard_dir}",
+        table=[{"split": s, "rows": n} for s, n in shards.rows.items()])
+    get_run_logger().info("shards in %s: %s", shards.shard_dir, shards.rows)
+    return shards

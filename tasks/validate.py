@@ -1,0 +1,76 @@
+"""Validate stage: the data contracts (data_contracts/) on the raw TSVs and on the tokenized shards.
+
+Every expectation's outcome is published as a Prefect table artifact first; then the first broken
+contract raises `ContractViolation`, which stops the flow before anything downstream is written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from bert_core.tokenization import load_vocab
+from data_contracts.reader import read_tsv
+from data_contracts.validate import (ValidationReport, mrpc_pairs, validate_mrpc_split,
+                                     validate_shard_frame)
+from tasks.config import DataConfig
+from tasks.download import RawData
+from tasks.mrpc import SPLITS
+from tasks.tokenize import Shards
+
+
+def validate_raw_splits(raw: RawData, data: DataConfig) -> list[ValidationReport]:
+    """Each GLUE TSV against its suite; dev also against train (no shared pair)."""
+    train_pairs = mrpc_pairs(read_tsv(raw.tsv("train")))
+    reports = []
+    for split in SPLITS:
+        low, high = getattr(data.row_bounds, split)
+        reports.append(validate_mrpc_split(
+            raw.tsv(split), split, min_rows=low, max_rows=high,
+            train_pairs=train_pairs if split == "dev" else None))
+    return reports
+
+
+def validate_shard_splits(shards: Shards, raw: RawData) -> list[ValidationReport]:
+    """Each split's shards, read back from Parquet, against the shard suite; row counts against
+    the TSV they came from."""
+    manifest = json.loads(shards.manifest.read_text())
+    vocab = load_vocab(raw.vocab_file)
+    labels = tuple(range(len(manifest["labels"])))
+    reports = []
+    for split, entry in manifest["splits"].items():
+        files = [Path(shards.shard_dir) / s["parquet"] for s in entry["shards"]]
+        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        reports.append(validate_shard_frame(
+            frame, file=f"{shards.shard_dir}/{split}-*.parquet",
+            max_seq_length=manifest["max_seq_length"], vocab_size=manifest["vocab_size"],
+            cls_id=vocab["[CLS]"], sep_id=vocab["[SEP]"], label_set=labels,
+            expected_rows=len(read_tsv(raw.tsv(split))), labeled=entry["labeled"]))
+    return reports
+
+
+def publish(reports: list[ValidationReport], key: str) -> None:
+    """One table artifact with every expectation of every file; then raise on the first failure."""
+    rows = [{"file": Path(r.file).name, "rows": r.rows, **row} for r in reports for row in r.table()]
+    failed = sum(not r.success for r in reports)
+    create_table_artifact(key=key, table=rows,
+                          description=f"{len(reports)} files, {failed} broke their contract")
+    get_run_logger().info("%s: %d expectations, %d files failed", key, len(rows), failed)
+    for report in reports:
+        report.raise_for_failures()
+
+
+@task(name="validate")
+def validate(raw: RawData, data: DataConfig) -> None:
+    """The raw MRPC TSVs keep their contract (columns, labels, ids, duplicates, row counts)."""
+    publish(validate_raw_splits(raw, data), key="mrpc-validation")
+
+
+@task(name="validate-shards")
+def validate_shards(shards: Shards, raw: RawData) -> None:
+    """The tokenized shards keep theirs ([CLS]/[SEP] layout, mask, segments, ids, counts)."""
+    publish(validate_shard_splits(shards, raw), key="shard-validation")
