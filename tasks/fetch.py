@@ -152,7 +152,7 @@ def _store(source: Source, cache: Path, chunks: Callable, total: int | None,
 
 def _verify(source: Source, received: int, total: int | None, sha: str) -> None:
     expected = source.size if source.size is not None else total
-    if expected is not None and received < expected:
+    if source.is_remote and expected is not None and received < expected:  # a retry may help
         raise TransientFetchError(f"{source.location}: body cut short: got {received} of "
                                   f"{expected} bytes")
     if source.size is not None and received != source.size:
