@@ -3,6 +3,8 @@ live here once; CLI flags and prefect.yaml carry overrides only."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 BERT_TINY_URL = "https://storage.googleapis.com/bert_models/2020_02_20/uncased_L-2_H-128_A-2.zip"
@@ -45,3 +47,52 @@ class ModelConfig(_Slice):
     max_seq_length: int = Field(128, ge=8, le=512)
     do_lower_case: bool = True
     labels: tuple[str, ...] = ("0", "1")
+
+
+class TrainConfig(_Slice):
+    """Fine-tuning: google-research/bert's MRPC recipe unless overridden."""
+
+    learning_rate: float = Field(2e-5, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(32, gt=0)
+    warmup_proportion: float = Field(0.1, ge=0, lt=1)
+    seed: int = 12345
+    init_from_checkpoint: bool = Field(True, description="False: random init (from scratch).")
+    architecture: Literal["checkpoint", "bert-tiny"] = Field(
+        "checkpoint", description="The checkpoint's bert_config, or BERT-Tiny's (from scratch).")
+    shuffle_buffer: int = Field(100, gt=0, description="run_classifier shuffles with 100.")
+    save_every_steps: int = Field(50, gt=0, description="Training checkpoint interval (resume).")
+    mixed_precision: bool = Field(False, description="float16 compute on GPU.")
+    jit_compile: bool = Field(False, description="XLA-compile the train step.")
+
+
+class EvalConfig(_Slice):
+    batch_size: int = Field(64, gt=0)
+    collapse_share: float = Field(
+        0.95, gt=0.5, le=1, description="Predicting one class for at least this share of dev "
+                                        "examples counts as collapsed.")
+
+
+class RegistryConfig(_Slice):
+    tracking_uri: str | None = Field(None, description="Default: SQLite store under home.")
+    experiment: str = "bertflow-mrpc"
+    model_name: str = "bertflow-mrpc"
+    promote_metric: Literal["f1", "accuracy", "roc_auc"] = "f1"
+
+
+class PipelineConfig(_Slice):
+    """Everything one fine-tune run needs; the flow's (and the deployment's) parameter schema."""
+
+    home: str = Field(".bertflow", description="All state: caches, shards, models, MLflow store.")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+
+class SweepConfig(_Slice):
+    """A grid of fine-tunes: every learning rate with every seed."""
+
+    learning_rates: tuple[float, ...] = Field((2e-5, 3e-5, 5e-5), min_length=1)
+    seeds: tuple[int, ...] = Field((1, 2, 3), min_length=1)

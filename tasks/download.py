@@ -15,6 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +25,7 @@ from tasks.atomic import publish_dir
 from tasks.config import BERT_TINY_URL, DataConfig
 from tasks.fetch import Source, TransientFetchError, fetch, remove_stale_parts, sha256_file
 from tasks.mrpc import MSR_FILES, SPLITS, build_glue_mrpc
+from tasks.retry import retry_on
 
 _MSR_BASE = "https://dl.fbaipublicfiles.com/senteval/senteval_data/"
 # name -> (public URL, sha256, bytes); the pins tensorflow-datasets' glue builder uses.
@@ -149,15 +151,6 @@ def download_data(cfg: DataConfig, home: Path, progress=None) -> RawData:
                    sha256={**hashes, "checkpoint": checkpoint_sha})
 
 
-def _retry_transient(task, task_run, state) -> bool:
-    """Prefect retry condition: only failures that trying again can fix."""
-    try:
-        state.result()
-    except TransientFetchError:
-        return True
-    except BaseException:  # noqa: BLE001 - anything else is final
-        return False
-    return False
 
 
 class _ProgressLog:
@@ -177,8 +170,30 @@ class _ProgressLog:
         self.logger.info("downloaded %.1f%s MB (%.1f MB/s)", received / 1e6, of, rate)
 
 
+def source_fingerprint(cfg: DataConfig) -> str:
+    """What the download depends on: the config, and the content of every local source (a local
+    data drop edited in place must not be served from the cache)."""
+    _, sources = mrpc_sources(cfg)
+    parts = [cfg.model_dump_json()]
+    for source in [*sources, checkpoint_source(cfg)]:
+        path = source.local_path()
+        if source.is_remote:
+            parts.append(f"{source.location} {source.sha256}")
+        elif path.is_dir():
+            parts.append(_folder_sha256(path))
+        else:
+            parts.append(sha256_file(path) if path.is_file() else f"missing {path}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _download_cache_key(context, parameters) -> str:
+    return f"{source_fingerprint(parameters['cfg'])}-{parameters['home']}"
+
+
 @task(name="download", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_jitter_factor=0.2, retry_condition_fn=_retry_transient)
+      retry_jitter_factor=0.2, retry_condition_fn=retry_on(TransientFetchError),
+      cache_policy=TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_download_cache_key),
+      persist_result=True)
 def download(cfg: DataConfig, home: str) -> RawData:
     """Fetch MRPC and the checkpoint into `home` (nothing is fetched twice)."""
     logger = get_run_logger()

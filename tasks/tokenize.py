@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -24,11 +25,13 @@ from pydantic import BaseModel, ConfigDict
 from bert_core.tokenization import load_vocab
 from data_contracts.reader import read_tsv
 from tasks.atomic import publish_dir, write_json
+from tasks.caching import BY_CONTENT
 from tasks.config import DataConfig, ModelConfig
 from tasks.download import RawData
 from tasks.fetch import sha256_file
 from tasks.mrpc import SPLITS
 from tasks.shards import ShardInfo, ShardJob, plan_shards, write_shard
+from tasks.validate import publish, validate_shard_splits
 
 SHARD_FORMAT = 1  # bump when the bytes written for the same inputs change
 LABELED = {"train": True, "dev": True, "test": False}
@@ -83,7 +86,10 @@ def run_jobs(jobs: list[ShardJob], workers: int,
         return list(pool.map(write_shard, jobs))
 
 
-def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Path) -> Shards:
+def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Path,
+                    check: Callable[[Path], None] | None = None) -> Shards:
+    """Write the shards (unless these inputs were done before); `check` sees the finished folder
+    before it is published and may raise to keep it from ever being seen."""
     vocab_sha = sha256_file(raw.vocab_file)
     out = home / "shards" / shard_key(raw, data, model, vocab_sha)
     if not (out / "manifest.json").is_file():
@@ -93,6 +99,8 @@ def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Pa
             jobs = [job for split in SPLITS for job in split_jobs(raw, split, data, model, tmp)]
             infos = run_jobs(jobs, data.workers)
             write_json(tmp / "manifest.json", _manifest(raw, data, model, vocab_sha, infos))
+            if check:
+                check(tmp)
             publish_dir(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -114,10 +122,12 @@ def _manifest(raw: RawData, data: DataConfig, model: ModelConfig, vocab_sha: str
             "shard_size": data.shard_size, "splits": splits}
 
 
-@task(name="tokenize")
+@task(name="tokenize", **BY_CONTENT)
 def tokenize(raw: RawData, data: DataConfig, model: ModelConfig, home: str) -> Shards:
-    """Write every split as Parquet and TFRecord shards (skipped if these inputs were done)."""
-    shards = tokenize_splits(raw, data, model, Path(home))
+    """Write every split as Parquet and TFRecord shards, checked against the shard contract
+    before they are published (skipped if these inputs were done)."""
+    shards = tokenize_splits(raw, data, model, Path(home), check=lambda folder: publish(
+        validate_shard_splits(folder, raw), key="shard-validation"))
     create_table_artifact(
         key="tokenized-shards", description=f"Shards in {shards.shard_dir}",
         table=[{"split": s, "rows": n} for s, n in shards.rows.items()])

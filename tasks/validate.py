@@ -17,10 +17,11 @@ from bert_core.tokenization import load_vocab
 from data_contracts.reader import read_tsv
 from data_contracts.validate import (ValidationReport, mrpc_pairs, validate_mrpc_split,
                                      validate_shard_frame)
+from tasks.atomic import write_json
+from tasks.caching import BY_CONTENT
 from tasks.config import DataConfig
 from tasks.download import RawData
 from tasks.mrpc import SPLITS
-from tasks.tokenize import Shards
 
 
 def validate_raw_splits(raw: RawData, data: DataConfig) -> list[ValidationReport]:
@@ -35,26 +36,27 @@ def validate_raw_splits(raw: RawData, data: DataConfig) -> list[ValidationReport
     return reports
 
 
-def validate_shard_splits(shards: Shards, raw: RawData) -> list[ValidationReport]:
-    """Each split's shards, read back from Parquet, against the shard suite; row counts against
-    the TSV they came from."""
-    manifest = json.loads(shards.manifest.read_text())
+def validate_shard_splits(shard_dir: Path, raw: RawData) -> list[ValidationReport]:
+    """Each split's shards in `shard_dir`, read back from Parquet, against the shard suite; row
+    counts against the TSV they came from."""
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
     vocab = load_vocab(raw.vocab_file)
     labels = tuple(range(len(manifest["labels"])))
     reports = []
     for split, entry in manifest["splits"].items():
-        files = [Path(shards.shard_dir) / s["parquet"] for s in entry["shards"]]
+        files = [shard_dir / s["parquet"] for s in entry["shards"]]
         frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         reports.append(validate_shard_frame(
-            frame, file=f"{shards.shard_dir}/{split}-*.parquet",
+            frame, file=f"{shard_dir.name}/{split}-*.parquet",
             max_seq_length=manifest["max_seq_length"], vocab_size=manifest["vocab_size"],
             cls_id=vocab["[CLS]"], sep_id=vocab["[SEP]"], label_set=labels,
             expected_rows=len(read_tsv(raw.tsv(split))), labeled=entry["labeled"]))
     return reports
 
 
-def publish(reports: list[ValidationReport], key: str) -> None:
-    """One table artifact with every expectation of every file; then raise on the first failure."""
+def publish(reports: list[ValidationReport], key: str) -> list[dict]:
+    """One table artifact with every expectation of every file; then raise on the first failure.
+    Returns the table."""
     rows = [{"file": Path(r.file).name, "rows": r.rows, **row} for r in reports for row in r.table()]
     failed = sum(not r.success for r in reports)
     create_table_artifact(key=key, table=rows,
@@ -62,15 +64,13 @@ def publish(reports: list[ValidationReport], key: str) -> None:
     get_run_logger().info("%s: %d expectations, %d files failed", key, len(rows), failed)
     for report in reports:
         report.raise_for_failures()
+    return rows
 
 
-@task(name="validate")
-def validate(raw: RawData, data: DataConfig) -> None:
-    """The raw MRPC TSVs keep their contract (columns, labels, ids, duplicates, row counts)."""
-    publish(validate_raw_splits(raw, data), key="mrpc-validation")
-
-
-@task(name="validate-shards")
-def validate_shards(shards: Shards, raw: RawData) -> None:
-    """The tokenized shards keep theirs ([CLS]/[SEP] layout, mask, segments, ids, counts)."""
-    publish(validate_shard_splits(shards, raw), key="shard-validation")
+@task(name="validate", **BY_CONTENT)
+def validate(raw: RawData, data: DataConfig, home: str) -> str:
+    """The raw MRPC TSVs keep their contract (columns, labels, ids, duplicates, row counts).
+    Returns the path of the validation report (JSON), kept for the model's lineage."""
+    rows = publish(validate_raw_splits(raw, data), key="mrpc-validation")
+    key = "-".join(raw.sha256[f"{s}.tsv"][:8] for s in SPLITS)
+    return str(write_json(Path(home) / "reports" / "validation" / f"{key}.json", rows))

@@ -18,6 +18,7 @@ from tasks.config import DataConfig, RowBounds
 from tasks.download import download
 from tasks.fetch import FetchError
 from tasks.shards import read_parquet_features
+from tests.artifacts import flow_artifact
 from tests.conftest import GOLDEN_IDS
 from tests.fixtures import write_msr_files, write_release_zip
 
@@ -140,23 +141,8 @@ def test_broken_data_drop_stops_the_flow_before_tokenizing(served, loopback, tmp
         state.result()
     assert "expect_column_values_to_be_in_set" in str(info.value)
     assert not (tmp_path / "shards").exists()
-    table = validation_table(state.state_details.flow_run_id)
+    table = flow_artifact(state.state_details.flow_run_id, "mrpc-validation")
     failed = [row for row in table if row["success"] != "pass"]
     assert [(r["file"], r["column"], r["unexpected_count"]) for r in failed] == [
         ("train.tsv", "Quality", 1)]
     assert len(table) > 20  # every expectation of the three files, passed ones too
-
-
-def validation_table(flow_run_id) -> list[dict]:
-    """The rows of the validation table artifact a user sees on the flow run in the Prefect UI."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId,
-                                                ArtifactFilterKey)
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["mrpc-validation"]),
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    assert len(artifacts) == 1
-    data = artifacts[0].data
-    return json.loads(data) if isinstance(data, str) else data

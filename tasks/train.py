@@ -1,0 +1,251 @@
+"""Train stage: fine-tune the classifier on the TFRecord shards, as run_classifier does.
+
+    steps, warmup = int(n / batch * epochs), int(0.1 * steps)      (343 and 34 on MRPC)
+    data: TFRecords -> repeat -> shuffle(100) -> batch(drop_remainder) -> prefetch   (tf.data)
+    init: the checkpoint's weights (report of what came from it), or random (from scratch)
+    Keras callbacks: BackupAndRestore every `save_every_steps` (a killed run resumes there),
+    StopAtStep (exactly `steps` updates, resumed or not), progress and per-step history.
+
+The finished model lands in a folder named by everything that determines it (shards, checkpoint,
+configs), written under a temp name and renamed whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+from prefect import get_run_logger, task
+
+from bert_core.checkpoint import load_pretrained, read_checkpoint
+from bert_core.config import BertConfig
+from bert_core.model import BertClassifier
+from bert_core.optimizer import create_optimizer, train_steps
+from tasks.atomic import publish_dir, write_json
+from tasks.caching import BY_CONTENT
+from tasks.config import ModelConfig, TrainConfig
+from tasks.download import RawData
+from tasks.fetch import sha256_file
+from tasks.records import TrainedModel
+from tasks.tokenize import Shards
+
+logger = logging.getLogger(__name__)
+TRAIN_FORMAT = 1  # bump when the same inputs would train a different model
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """End training after exactly `steps` optimizer updates, counting those before a resume."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
+            self.model.stop_training = True
+
+
+class StepHistory(keras.callbacks.Callback):
+    """Per-step loss and learning rate, appended to a JSON-lines file that survives a kill."""
+
+    def __init__(self, path: Path, batch_size: int, log: Callable[[str], None], every: int = 10):
+        super().__init__()
+        self.path, self.batch_size, self.log, self.every = path, batch_size, log, every
+
+    def on_train_begin(self, logs=None):
+        self.start_step = int(self.model.optimizer.iterations.numpy())
+        self.start = time.perf_counter()
+        if self.start_step:  # BackupAndRestore (called before us) restored a killed run
+            self._append({"resumed_from_step": self.start_step})
+            self.log(f"resumed from the backup at step {self.start_step}")
+
+    def _append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # The learning rate this step's update uses (the schedule at the iteration count before it).
+        self.learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step, lr = int(self.model.optimizer.iterations.numpy()), self.learning_rate
+        record = {"step": step, "loss": float(logs["loss"]), "learning_rate": lr}
+        self._append(record)
+        if step % self.every == 0:
+            rate = (step - self.start_step) * self.batch_size / (time.perf_counter() - self.start)
+            self.log(f"step {step}: loss {record['loss']:.4f}, lr {lr:.3g}, {rate:.1f} examples/s")
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self._append({"epoch": epoch + 1, "step": step, **{k: float(v) for k, v in logs.items()}})
+
+
+def train_key(shards: Shards, raw: RawData, model: ModelConfig, train: TrainConfig) -> str:
+    parts = [f"format={TRAIN_FORMAT}", shards.manifest_sha256, raw.sha256["checkpoint"],
+             model.model_dump_json(), train.model_dump_json()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig,
+                     log: Callable[[str], None]) -> BertClassifier:
+    """The classifier, initialised from the checkpoint (logging what came from it) or random."""
+    checkpoint = read_checkpoint(raw.checkpoint_dir)
+    config = checkpoint.config
+    if train.architecture == "bert-tiny":
+        config = BertConfig(**{**BertConfig.tiny().to_dict(), "vocab_size": config.vocab_size})
+    classifier = BertClassifier.from_bert_config(config, num_labels=len(model.labels))
+    if train.init_from_checkpoint:
+        report = load_pretrained(classifier, checkpoint)
+        log(f"{len(report.from_checkpoint)} weights from {raw.checkpoint_dir}, "
+            f"fresh: {', '.join(report.fresh) or 'none'}")
+    else:
+        log(f"from scratch: all {len(classifier.weights)} weights random ({config})")
+    return classifier
+
+
+def train_dataset(shards: Shards, model: ModelConfig, train: TrainConfig):
+    """run_classifier's training input_fn over our TFRecords (TensorFlow's tf.data)."""
+    import tensorflow as tf
+
+    manifest = json.loads(shards.manifest.read_text())
+    files = [str(Path(shards.shard_dir) / s["tfrecord"]) for s in manifest["splits"]["train"]["shards"]]
+    seq = model.max_seq_length
+    spec = {name: tf.io.FixedLenFeature([seq], tf.int64)
+            for name in ("input_ids", "input_mask", "segment_ids")}
+    spec["label_ids"] = tf.io.FixedLenFeature([], tf.int64)
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, spec)
+        example = {k: tf.cast(v, tf.int32) for k, v in example.items()}
+        label = example.pop("label_ids")
+        return example, label
+
+    autotune = tf.data.AUTOTUNE
+    return (tf.data.Dataset.from_tensor_slices(files)
+            .interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+                        num_parallel_calls=autotune, deterministic=True)
+            .repeat()
+            .shuffle(train.shuffle_buffer, seed=train.seed)
+            .map(parse, num_parallel_calls=autotune, deterministic=True)
+            .batch(train.batch_size, drop_remainder=True)
+            .prefetch(autotune))
+
+
+def _distribution_scope():
+    """Several GPUs: a MirroredStrategy scope; otherwise nothing."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if len(tf.config.list_physical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed: bool):
+    """Mixed precision for the model built inside, without leaving a global policy behind."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, work: Path,
+        log: Callable[[str], None]) -> tuple[BertClassifier, int, float]:
+    """Train in `work` (backups and history live there); returns the model, its steps, seconds."""
+    keras.utils.set_random_seed(train.seed)
+    n_train = json.loads(shards.manifest.read_text())["splits"]["train"]["rows"]
+    steps, warmup = train_steps(n_train, train.batch_size, train.epochs, train.warmup_proportion)
+    steps_per_epoch = max(1, math.ceil(n_train / train.batch_size))
+    with _distribution_scope(), _dtype_policy(train.mixed_precision):
+        classifier = build_classifier(raw, model, train, log)
+        classifier.compile(optimizer=create_optimizer(train.learning_rate, steps, warmup),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=["accuracy"], jit_compile=train.jit_compile)
+    log(f"{n_train} examples, batch {train.batch_size}: {steps} steps, {warmup} warmup")
+    callbacks = [keras.callbacks.BackupAndRestore(str(work / "backup"),
+                                                  save_freq=train.save_every_steps,
+                                                  double_checkpoint=True),
+                 StopAtStep(steps), StepHistory(work / "history.jsonl", train.batch_size, log)]
+    start = time.perf_counter()
+    classifier.fit(train_dataset(shards, model, train), epochs=math.ceil(steps / steps_per_epoch),
+                   shuffle=False,  # the dataset shuffles, as run_classifier does
+                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
+    return classifier, int(classifier.optimizer.iterations.numpy()), time.perf_counter() - start
+
+
+def read_history(path: Path, batch_size: int, seconds: float) -> dict:
+    """The JSON-lines log as history.json; a step logged twice (redone after a resume) keeps its
+    last value; `resumed_from_step` is the step of the last resume (None if never killed)."""
+    steps, epochs, resumed = {}, {}, None
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "resumed_from_step" in record:
+            resumed = record["resumed_from_step"]
+        elif "epoch" in record:
+            epochs[record["step"]] = record
+        else:
+            steps[record["step"]] = record
+    ordered = [steps[s] for s in sorted(steps)]
+    return {"steps": [r["step"] for r in ordered], "loss": [r["loss"] for r in ordered],
+            "learning_rate": [r["learning_rate"] for r in ordered],
+            "epochs": [epochs[s] for s in sorted(epochs)], "resumed_from_step": resumed,
+            "examples_per_second": (len(ordered) - (resumed or 0)) * batch_size
+            / max(seconds, 1e-9)}  # `seconds` counts this process's steps only
+
+
+def train_model(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig,
+                home: Path, log: Callable[[str], None] = logger.info) -> TrainedModel:
+    """Train (or resume, or reuse) the model these inputs determine."""
+    key = train_key(shards, raw, model, train)
+    out, work = home / "models" / key, home / "training" / key
+    if not (out / "record.json").is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        classifier, steps, seconds = fit(raw, shards, model, train, work, log)
+        _save(classifier, raw, model, train, work, out, steps, seconds)
+        shutil.rmtree(work, ignore_errors=True)
+    return TrainedModel.model_validate_json((out / "record.json").read_text())
+
+
+def _save(classifier, raw: RawData, model: ModelConfig, train: TrainConfig, work: Path,
+          out: Path, steps: int, seconds: float) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        classifier.save(tmp / "model.keras")
+        history = read_history(work / "history.jsonl", train.batch_size, seconds)
+        write_json(tmp / "history.json", history)
+        shutil.copyfile(raw.vocab_file, tmp / "vocab.txt")
+        write_json(tmp / "bert_config.json", classifier.backbone.bert_config.to_dict())
+        write_json(tmp / "train_config.json", {"model": model.model_dump(),
+                                               "train": train.model_dump()})
+        record = TrainedModel(
+            model_dir=str(out), model_sha256=sha256_file(tmp / "model.keras"), steps=steps,
+            seconds=round(seconds, 3), init="checkpoint" if train.init_from_checkpoint else "scratch",
+            max_seq_length=model.max_seq_length, do_lower_case=model.do_lower_case,
+            labels=model.labels)
+        (tmp / "record.json").write_text(record.model_dump_json(indent=2))
+        publish_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@task(name="train", **BY_CONTENT)
+def train(raw: RawData, shards: Shards, model: ModelConfig, cfg: TrainConfig,
+          home: str) -> TrainedModel:
+    """Fine-tune the classifier; a rerun after a crash resumes from the last backup."""
+    log = get_run_logger().info
+    trained = train_model(raw, shards, model, cfg, Path(home), log)
+    log(f"trained {trained.steps} steps in {trained.seconds:.1f} s -> {trained.model_dir}")
+    return trained

@@ -1,0 +1,288 @@
+"""The register stage on a real SQLite MLflow store with real TensorFlow: what lands in the run,
+which version holds `champion`, and what the served classifier answers.
+
+One module-scoped sequence logs four runs from one tiny model and registers them in order:
+v1 first (champion), v2 better F1 in a nested run (champion), v3 worse F1 (challenger only, logged
+twice under one run key), v4 collapsed with the best F1 (never champion).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
+from prefect import flow
+
+from bert_core.config import BertConfig
+from bert_core.features import encode_pairs
+from bert_core.model import BertBackbone, BertClassifier
+from bert_core.tokenization import FullTokenizer
+from tasks.config import RegistryConfig
+from tasks.records import EvalReport, TrainedModel
+from tasks.register import (RUN_KEY_TAG, TransientRegistryError, is_transient, load_model,
+                            log_training_run, open_store, predict_pairs, register,
+                            register_and_promote, transient_errors)
+from tests.artifacts import flow_artifact
+from tests.fixtures import tiny_vocab
+
+MAX_SEQ = 16
+PAIRS = [("the company said its shares rose on monday", "shares rose in early trading"),
+         ("analysts expected lower sales of new cars", "profit reports beat forecasts")]
+PARAMS = {"train.learning_rate": 2e-5, "train.epochs": 3.0, "model.max_seq_length": MAX_SEQ}
+HASHES = {"data.train_sha256": "a" * 64, "data.checkpoint_sha256": "c" * 64}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> TrainedModel:
+    """A one-layer BERT over tiny_vocab, its logits scaled up so that p and 1 - p differ."""
+    model_dir = tmp_path_factory.mktemp("model")
+    vocab = tiny_vocab()
+    (model_dir / "vocab.txt").write_text("".join(t + "\n" for t in vocab))
+    keras.utils.set_random_seed(0)
+    model = BertClassifier(BertBackbone(BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64)))
+    kernel, bias = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([kernel * 200, bias])
+    model.save(model_dir / "model.keras")
+    (model_dir / "history.json").write_text(json.dumps({
+        "steps": [1, 2, 3], "loss": [0.71, 0.64, 0.52], "learning_rate": [1e-5, 2e-5, 1e-5],
+        "epochs": [{"epoch": 1, "step": 3, "loss": 0.62, "accuracy": 0.6}],
+        "resumed_from_step": None, "examples_per_second": 120.0}))
+    return TrainedModel(model_dir=str(model_dir), model_sha256="5" * 64, steps=3, seconds=1.5,
+                        init="scratch", max_seq_length=MAX_SEQ, do_lower_case=True,
+                        labels=("0", "1"))
+
+
+def write_report(folder: Path, f1: float, collapsed: bool = False) -> EvalReport:
+    metrics = {"accuracy": f1 - 0.05, "f1": f1, "precision": 0.7, "recall": 0.9, "loss": 0.5,
+               "roc_auc": 0.8, "majority_baseline": 0.68, "positive_share": 0.7, "examples": 8.0}
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "dev_predictions.tsv").write_text("index\tlabel\tprobability\n0\t1\t0.9\n")
+    (folder / "summary.md").write_text(f"# dev F1 {f1}\n")
+    return EvalReport(report_dir=str(folder), metrics=metrics, confusion_matrix=[[1, 2], [0, 5]],
+                      collapsed=collapsed,
+                      collapse_reason="predicts 1 for 100% of dev" if collapsed else None)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The default store in a fresh home, from a working directory that must stay empty: nothing
+    may fall back to MLflow's ./mlflow.db."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        home = tmp_path_factory.mktemp("home")
+        cfg = RegistryConfig()
+        client, experiment_id = open_store(cfg, home)
+        yield {"home": home, "cfg": cfg, "client": client, "experiment_id": experiment_id}
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def sequence(store, trained, tmp_path_factory):
+    client, cfg, experiment_id = store["client"], store["cfg"], store["experiment_id"]
+    root = tmp_path_factory.mktemp("reports")
+    extra = root / "validation.json"
+    extra.write_text('{"success": true}')
+    parent = client.create_run(experiment_id, run_name="sweep").info.run_id
+    partial = client.create_run(experiment_id, tags={RUN_KEY_TAG: "flow-1/model-3"}).info.run_id
+    plan = [("v1", 0.80, False, None, None), ("v2", 0.85, False, parent, None),
+            ("v3", 0.82, False, None, "flow-1/model-3"), ("v4", 0.95, True, None, None)]
+    out = {"parent": parent, "partial": partial}
+    for key, f1, collapsed, parent_run_id, run_key in plan:
+        report = write_report(root / key, f1, collapsed)
+        run_id = log_training_run(client, experiment_id, trained, report, PARAMS, HASHES,
+                                  [str(extra)], parent_run_id=parent_run_id, run_key=run_key)
+        out[key] = register_and_promote(client, run_id, report, cfg)
+        out[key + "_report"] = report
+    out["aliases"] = client.get_registered_model(cfg.model_name).aliases
+    return out
+
+
+def test_first_version_takes_both_aliases(sequence):
+    v1 = sequence["v1"]
+    assert (v1.version, v1.aliases, v1.promoted) == ("1", ("challenger", "champion"), True)
+    assert v1.champion_value is None and v1.decision == "promoted: first version, f1 0.8000"
+
+
+def test_champion_moves_only_to_a_better_uncollapsed_version(sequence, store):
+    v2, v3, v4 = sequence["v2"], sequence["v3"], sequence["v4"]
+    assert (v2.promoted, v2.aliases, v2.champion_value) == (True, ("challenger", "champion"), 0.80)
+    assert (v3.promoted, v3.aliases, v3.champion_value) == (False, ("challenger",), 0.85)
+    assert (v4.promoted, v4.value, v4.champion_value) == (False, 0.95, 0.85)
+    assert {k: str(v) for k, v in sequence["aliases"].items()} == {"champion": "2",
+                                                                  "challenger": "4"}
+    client, name = store["client"], store["cfg"].model_name
+    tags = {n: client.get_model_version(name, n).tags for n in "1234"}
+    assert [tags[n]["promotion_decision"] for n in "1234"] == [
+        "promoted", "promoted", "not-better", "collapsed"]
+    assert tags["3"]["promote_metric"] == "f1" and float(tags["3"]["value"]) == 0.82
+    assert float(tags["3"]["champion_value"]) == 0.85 and tags["1"]["champion_value"] == "none"
+    assert client.get_model_version(name, "3").description == (
+        "not promoted: f1 0.8200 <= champion v2 0.8500")
+    assert client.get_model_version(name, "4").description == (
+        "not promoted: collapsed (predicts 1 for 100% of dev)")
+
+
+def test_run_holds_params_metrics_tags_artifacts_and_both_models(sequence, store):
+    client = store["client"]
+    run = client.get_run(sequence["v1"].run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"train.learning_rate": "2e-05", "train.epochs": "3.0",
+                               "model.max_seq_length": "16"}
+    assert run.data.metrics["dev_f1"] == 0.80 and run.data.metrics["dev_roc_auc"] == 0.8
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.71), (2, 0.64), (3, 0.52)]
+    assert len(client.get_metric_history(run.info.run_id, "learning_rate")) == 3
+    assert run.data.metrics["epoch_accuracy"] == 0.6
+    assert {k: run.data.tags[k] for k in HASHES} == HASHES
+    assert run.data.tags["collapsed"] == "false" and "mlflow.parentRunId" not in run.data.tags
+    files = {f.path for folder in ("eval", "data", "train")
+             for f in client.list_artifacts(run.info.run_id, folder)}
+    assert files == {"eval/metrics.json", "eval/dev_predictions.tsv", "eval/summary.md",
+                     "data/validation.json", "train/history.json"}
+    models = {client.get_logged_model(o.model_id).name: client.get_logged_model(o.model_id)
+              for o in run.outputs.model_outputs}
+    assert set(models) == {"keras_model", "classifier"}
+    assert client.get_run(sequence["v4"].run_id).data.tags["collapsed"] == "true"
+
+
+def test_nested_run_is_tagged_with_its_parent(sequence, store):
+    run = store["client"].get_run(sequence["v2"].run_id)
+    assert run.data.tags["mlflow.parentRunId"] == sequence["parent"]
+
+
+def test_a_retry_reuses_the_finished_run_and_version(sequence, store, trained):
+    client, cfg, experiment_id = store["client"], store["cfg"], store["experiment_id"]
+    v3, report = sequence["v3"], sequence["v3_report"]
+    assert client.get_run(sequence["partial"]).info.lifecycle_stage == "deleted"
+    again = log_training_run(client, experiment_id, trained, report, PARAMS, HASHES, [],
+                             run_key="flow-1/model-3")
+    assert again == v3.run_id
+    assert len(client.search_runs([experiment_id], f"tags.`{RUN_KEY_TAG}` = 'flow-1/model-3'")) == 1
+    assert register_and_promote(client, again, report, cfg) == v3
+
+
+def test_champion_classifier_answers_raw_text_like_the_keras_model(sequence, store, trained):
+    model = load_model(None, store["home"], store["cfg"])
+    probabilities = predict_pairs(model, PAIRS)
+    keras_model = keras.saving.load_model(trained.keras_file, compile=False)
+    features = encode_pairs(FullTokenizer(trained.vocab_file), [a for a, _ in PAIRS],
+                            [b for _, b in PAIRS], MAX_SEQ)
+    logits = keras.ops.convert_to_numpy(keras_model(features.as_dict(), training=False))
+    expected = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5)
+    assert all(0 <= p <= 1 for p in probabilities)
+    assert abs(probabilities[0] - probabilities[1]) > 1e-5  # the pair's text reaches the model
+    frame = model.predict(pd.DataFrame({"sentence1": ["the company said"],
+                                        "sentence2": ["shares rose"]}))
+    assert list(frame.columns) == ["probability"] and len(frame) == 1
+    assert predict_pairs(model, []) == []
+
+
+def test_classifier_loads_where_bertflow_and_prefect_are_absent(sequence, store, tmp_path):
+    script = """
+import json, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
+try:
+    import bert_core
+    sys.exit("bert_core is importable: the check proves nothing")
+except ImportError:
+    pass
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model("models:/bertflow-mrpc@champion")
+out = model.predict(pd.DataFrame({"sentence1": ["the company said"], "sentence2": ["shares rose"]}))
+import bert_core
+print(json.dumps({"p": out["probability"].tolist(), "prefect": "prefect" in sys.modules,
+                  "bert_core": bert_core.__file__}))
+"""
+    uri = store["client"].tracking_uri
+    done = subprocess.run([sys.executable, "-c", script, uri], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["p"]) == 1 and 0 <= result["p"][0] <= 1
+    assert not result["prefect"] and "/code/bert_core/" in result["bert_core"]
+
+
+def test_load_model_without_a_store_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the pipeline first"):
+        load_model(None, tmp_path, RegistryConfig())
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+GET_BY_NAME = "/api/2.0/mlflow/experiments/get-by-name"
+
+
+@pytest.fixture
+def no_http_retries(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+
+def test_transient_failures_are_told_from_final_ones(loopback, tmp_path, no_http_retries):
+    loopback.add(GET_BY_NAME, b"{}")
+    loopback.fail(GET_BY_NAME, "500")
+    for url, expected in ((loopback.url, TransientRegistryError),  # HTTP 500
+                          (_closed_port_url(), TransientRegistryError),  # connection refused
+                          (loopback.url + "/nowhere", MlflowException)):  # 404: final
+        cfg = RegistryConfig(tracking_uri=url)
+        with pytest.raises(expected) as info, transient_errors(url):
+            open_store(cfg, tmp_path)
+        assert type(info.value) is expected
+    assert is_transient(MlflowException("locked", TEMPORARILY_UNAVAILABLE), remote=False)
+    assert not is_transient(MlflowException("bad", BAD_REQUEST), remote=True)
+    assert not is_transient(MlflowException("store bug"), remote=False)  # 500 from local code
+
+
+@flow
+def register_flow(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
+                  retry_delay: float | None = None):
+    task = register if retry_delay is None else register.with_options(
+        retry_delay_seconds=retry_delay)
+    return task(trained, report, cfg, home, PARAMS, HASHES, [])
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_register_task_publishes_the_decision(sequence, store, trained, tmp_path):
+    report = write_report(tmp_path / "report", 0.83)
+    state = register_flow(trained, report, store["cfg"], str(store["home"]), return_state=True)
+    version = state.result()
+    assert (version.version, version.promoted, version.aliases) == ("5", False, ("challenger",))
+    flow_run_id = str(state.state_details.flow_run_id)
+    run = store["client"].get_run(version.run_id)
+    assert run.data.tags["prefect.flow_run_id"] == flow_run_id
+    assert run.data.tags[RUN_KEY_TAG].startswith(flow_run_id)
+    markdown = flow_artifact(flow_run_id, "model-promotion")
+    assert "not promoted: f1 0.8300 <= champion v2 0.8500" in markdown
+    assert "| f1 | 0.83 | 0.85 |" in markdown
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_register_task_retries_transient_errors_only(loopback, trained, tmp_path,
+                                                     no_http_retries):
+    report = write_report(tmp_path / "report", 0.8)
+    loopback.add(GET_BY_NAME, b"{}")
+    loopback.fail(GET_BY_NAME, "500", "500", "500", "500")
+    state = register_flow(trained, report, RegistryConfig(tracking_uri=loopback.url),
+                          str(tmp_path), retry_delay=0, return_state=True)
+    assert state.is_failed() and loopback.requests.count(GET_BY_NAME) == 4  # 1 + 3 retries
+    state = register_flow(trained, report, RegistryConfig(tracking_uri=loopback.url + "/nowhere"),
+                          str(tmp_path), retry_delay=0, return_state=True)
+    assert state.is_failed() and loopback.requests.count("/nowhere" + GET_BY_NAME) == 1

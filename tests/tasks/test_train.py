@@ -1,0 +1,146 @@
+"""The train stage with real TensorFlow on generated shards: run_classifier's step count, a seed
+that reproduces, a finished model reused, and a run killed mid-training that resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from bert_core.optimizer import train_steps
+from tasks.config import DataConfig, ModelConfig, RowBounds, TrainConfig
+from tasks.download import download_data
+from tasks.tokenize import tokenize_splits
+from tasks.train import train_key, train_model
+from tests.fixtures import write_msr_files, write_release_zip
+
+MODEL = ModelConfig(max_seq_length=32)
+TRAIN = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, save_every_steps=3)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Raw data and shards of 30 generated train pairs and a 1-layer release (hidden 16)."""
+    root = tmp_path_factory.mktemp("train")
+    data = DataConfig(mrpc_source=str(write_msr_files(root / "msr", train_rows=40, dev_every=4)),
+                      checkpoint=str(write_release_zip(root / "tiny.zip")), shard_size=8,
+                      row_bounds=RowBounds(train=(1, 100), dev=(1, 100), test=(1, 100)))
+    raw = download_data(data, root / "home")
+    return raw, tokenize_splits(raw, data, MODEL, root / "home")
+
+
+def _weights(trained) -> list[np.ndarray]:
+    return keras.saving.load_model(trained.keras_file).get_weights()
+
+
+def test_trains_run_classifiers_step_count_and_saves_everything(inputs, tmp_path):
+    raw, shards = inputs
+    trained = train_model(raw, shards, MODEL, TRAIN, tmp_path)
+
+    assert shards.rows["train"] == 30
+    assert trained.steps == train_steps(30, 4, 2)[0] == 15
+    assert trained.init == "checkpoint"
+    folder = Path(trained.model_dir)
+    assert folder.parent == tmp_path / "models"
+    assert {p.name for p in folder.iterdir()} == {
+        "model.keras", "history.json", "vocab.txt", "bert_config.json", "train_config.json",
+        "record.json"}
+    history = json.loads(trained.history_file.read_text())
+    assert history["steps"] == list(range(1, 16))
+    assert history["resumed_from_step"] is None
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    # run_classifier's schedule: the first update at lr 0 (warmup over int(0.1 * 15) = 1 step),
+    # then linear decay from step 0's peak: the update of step s uses 1e-3 * (1 - (s - 1) / 15)
+    expected = [0.0] + [1e-3 * (1 - (s - 1) / 15) for s in range(2, 16)]
+    assert history["learning_rate"] == pytest.approx(expected, rel=1e-5)
+    assert not (tmp_path / "training").exists() or not any((tmp_path / "training").iterdir())
+
+
+def test_same_seed_same_model_and_a_finished_model_is_reused(inputs, tmp_path):
+    raw, shards = inputs
+    first = train_model(raw, shards, MODEL, TRAIN, tmp_path / "a")
+    second = train_model(raw, shards, MODEL, TRAIN, tmp_path / "b")
+    for a, b in zip(_weights(first), _weights(second)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert json.loads(first.history_file.read_text())["loss"] == pytest.approx(
+        json.loads(second.history_file.read_text())["loss"], abs=1e-6)
+
+    stamp = first.keras_file.stat().st_mtime_ns
+    again = train_model(raw, shards, MODEL, TRAIN, tmp_path / "a")
+    assert again == first and first.keras_file.stat().st_mtime_ns == stamp  # nothing retrained
+
+    other = train_model(raw, shards, MODEL, TRAIN.model_copy(update={"seed": 7}), tmp_path / "a")
+    assert other.model_dir != first.model_dir
+    assert not all(np.allclose(a, b) for a, b in zip(_weights(first), _weights(other)))
+
+
+def test_from_scratch_ignores_the_checkpoint_weights(inputs, tmp_path):
+    raw, shards = inputs
+    cfg = TRAIN.model_copy(update={"init_from_checkpoint": False, "epochs": 0.3})
+    trained = train_model(raw, shards, MODEL, cfg, tmp_path)
+    assert trained.init == "scratch" and trained.steps == 2
+
+
+KILLED_RUN = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from tasks.config import ModelConfig, TrainConfig
+    from tasks.download import RawData
+    from tasks.tokenize import Shards
+    from tasks.train import train_model
+    raw = RawData.model_validate_json(Path(sys.argv[1]).read_text())
+    shards = Shards.model_validate_json(Path(sys.argv[2]).read_text())
+    train_model(raw, shards, ModelConfig.model_validate_json(sys.argv[3]),
+                TrainConfig.model_validate_json(sys.argv[4]), Path(sys.argv[5]))
+""")
+
+
+def test_a_killed_run_resumes_from_its_last_backup(inputs, tmp_path):
+    """SIGKILL a training process once it has a backup, start again: the second run picks up
+    from the backup and ends at the same step count as an uninterrupted run."""
+    raw, shards = inputs
+    cfg = TRAIN.model_copy(update={"epochs": 40, "save_every_steps": 10})  # 300 steps
+    (tmp_path / "raw.json").write_text(raw.model_dump_json())
+    (tmp_path / "shards.json").write_text(shards.model_dump_json())
+    home = tmp_path / "home"
+    work = home / "training" / train_key(shards, raw, MODEL, cfg)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path / "raw.json"),
+         str(tmp_path / "shards.json"), MODEL.model_dump_json(), cfg.model_dump_json(),
+         str(home)], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        _wait_for_steps(work / "history.jsonl", 45, process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    logged = [json.loads(line) for line in (work / "history.jsonl").read_text().splitlines()]
+    killed_at = max(r["step"] for r in logged if "loss" in r)
+    assert killed_at < 300 and (work / "backup").is_dir()
+    assert not (home / "models").exists() or not any((home / "models").iterdir())
+
+    trained = train_model(raw, shards, MODEL, cfg, home)
+
+    history = json.loads(trained.history_file.read_text())
+    assert trained.steps == 300 and history["steps"] == list(range(1, 301))
+    resumed = history["resumed_from_step"]
+    assert resumed is not None and 40 <= resumed <= killed_at and resumed % 10 == 0
+    assert not work.exists()  # backups go once the model is saved
+
+
+def _wait_for_steps(path: Path, steps: int, process: subprocess.Popen, timeout_s: float = 300):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training process ended before it could be killed"
+        if path.is_file() and path.read_text().count('"loss"') >= steps:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} did not reach step {steps}")
