@@ -1,5 +1,5 @@
-"""The data stage as a flow of its own: what `bertflow validate` runs, and the head of the
-fine-tune flow."""
+"""The data stage as flows of their own: `bertflow validate` checks a data drop; `prepare_mrpc`
+goes on to the shards."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ from prefect import flow
 from tasks.config import DataConfig, ModelConfig
 from tasks.download import download
 from tasks.tokenize import Shards, tokenize
-from tasks.validate import validate, validate_shards
+from tasks.validate import validate
+
+
+@flow(name="validate-mrpc")
+def validate_mrpc(data: DataConfig = DataConfig(), home: str = ".bertflow") -> str:
+    """Download and validate MRPC; returns the validation report's path."""
+    raw = download(data, home)
+    return validate(raw, data, home)
 
 
 @flow(name="prepare-mrpc")
 def prepare_mrpc(data: DataConfig = DataConfig(), model: ModelConfig = ModelConfig(),
                  home: str = ".bertflow") -> Shards:
     raw = download(data, home)
-    validate(raw, data)
-    shards = tokenize(raw, data, model, home)
-    validate_shards(shards, raw)
-    return shards
+    validate(raw, data, home)
+    return tokenize(raw, data, model, home)

@@ -1,0 +1,48 @@
+"""The fine-tune flow: download -> validate -> tokenize -> train -> evaluate -> register."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.config import PipelineConfig
+from tasks.download import RawData, download
+from tasks.evaluate import evaluate
+from tasks.records import ModelVersion
+from tasks.register import register
+from tasks.tokenize import tokenize
+from tasks.train import train
+from tasks.validate import validate
+
+
+def flatten(cfg: PipelineConfig) -> dict[str, object]:
+    """The config as MLflow params: {"train.learning_rate": 2e-05, "data.mirror": None, ...}."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            flat[prefix] = value
+
+    walk("", cfg.model_dump(mode="json"))
+    return flat
+
+
+def lineage(raw: RawData) -> dict[str, str]:
+    """MLflow tags naming the content the model came from: sha256.train.tsv, sha256.checkpoint..."""
+    return {f"sha256.{name}": digest for name, digest in raw.sha256.items()}
+
+
+@flow(name="finetune-mrpc")
+def finetune_mrpc(cfg: PipelineConfig = PipelineConfig(),
+                  parent_run_id: str | None = None) -> ModelVersion:
+    """Fine-tune BERT on MRPC and register it; every step is cached by content across runs."""
+    raw = download(cfg.data, cfg.home)
+    validation = validate(raw, cfg.data, cfg.home)
+    shards = tokenize(raw, cfg.data, cfg.model, cfg.home)
+    trained = train(raw, shards, cfg.model, cfg.train, cfg.home)
+    report = evaluate(trained, shards, cfg.eval, cfg.home)
+    return register(trained, report, cfg.registry, cfg.home, params=flatten(cfg),
+                    tags=lineage(raw), extra_artifacts=[validation, str(shards.manifest)],
+                    parent_run_id=parent_run_id)

@@ -1,0 +1,106 @@
+"""What `bertflow run` reports: each task's final state and seconds (read back from the Prefect
+API), the dev metrics (from the MLflow run) and the model version with its promotion decision."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import State
+
+from tasks.config import PipelineConfig
+from tasks.records import ModelVersion
+
+
+def task_states(flow_run_id) -> dict[str, dict]:
+    """{"download": {"state": "Cached", "seconds": 0.02}, ...} in the order the tasks ran; a task
+    that ran several times (a sweep's train) is listed as train, train#2, ..."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_run_id])))
+    out = {}
+    for run in sorted(runs, key=lambda r: r.expected_start_time or r.created):
+        seconds = (run.end_time - run.start_time).total_seconds() if run.end_time and \
+            run.start_time else run.total_run_time.total_seconds()
+        name = base = run.name.rsplit("-", 1)[0]
+        for n in itertools.count(2):
+            if name not in out:
+                break
+            name = f"{base}#{n}"
+        out[name] = {"state": run.state.name if run.state else None,
+                                           "seconds": round(seconds, 3)}
+    return out
+
+
+def dev_metrics(version: ModelVersion, cfg: PipelineConfig) -> dict[str, float]:
+    import mlflow
+
+    from tasks.register import tracking_uri
+
+    run = mlflow.MlflowClient(tracking_uri(cfg.registry, Path(cfg.home))).get_run(version.run_id)
+    return {k.removeprefix("dev_"): v for k, v in sorted(run.data.metrics.items())
+            if k.startswith("dev_")}
+
+
+def _model(version: ModelVersion) -> dict:
+    return {"name": version.name, "version": version.version, "aliases": list(version.aliases),
+            "promoted": version.promoted, "decision": version.decision, "run_id": version.run_id}
+
+
+def _flow(state: State) -> dict:
+    """Flow run id, its final state and every task's; the error when it failed."""
+    flow_run_id = state.state_details.flow_run_id
+    summary = {"flow_run_id": str(flow_run_id), "state": state.name,
+               "tasks": task_states(flow_run_id)}
+    if not state.is_completed():
+        summary["error"] = str(state.result(raise_on_failure=False))
+    return summary
+
+
+def summarize(state: State, cfg: PipelineConfig) -> dict:
+    summary = _flow(state)
+    if state.is_completed():
+        version: ModelVersion = state.result()
+        summary["dev_metrics"] = dev_metrics(version, cfg)
+        summary["model"] = _model(version)
+    return summary
+
+
+def summarize_sweep(state: State, cfg: PipelineConfig) -> dict:
+    summary = _flow(state)
+    if state.is_completed():
+        result = state.result()
+        summary["settings"] = result.settings
+        summary["best"] = {"learning_rate": result.best_learning_rate, "seed": result.best_seed}
+        summary["dev_metrics"] = dev_metrics(result.version, cfg)
+        summary["model"] = _model(result.version)
+        summary["parent_run_id"] = result.parent_run_id
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """The summary for people."""
+    lines = [f"flow run {summary['flow_run_id']}: {summary['state']}"]
+    lines += [f"  {name:<10} {t['state']:<10} {t['seconds']:>8.1f} s"
+              for name, t in summary["tasks"].items()]
+    if "error" in summary:
+        lines.append(f"error: {summary['error']}")
+    for row in summary.get("settings", []):
+        lines.append(f"lr {row['learning_rate']:g} x {row['seeds']} seeds: "
+                     f"accuracy {row['accuracy_mean']:.4f} +/- {row['accuracy_sd']:.4f}, "
+                     f"f1 {row['f1_mean']:.4f} +/- {row['f1_sd']:.4f}")
+    if "dev_metrics" in summary:
+        m = summary["dev_metrics"]
+        lines.append("dev: " + ", ".join(f"{k} {m[k]:.4f}" for k in
+                                         ("accuracy", "f1", "precision", "recall", "roc_auc")
+                                         if k in m))
+        model = summary["model"]
+        if "best" in summary:
+            best = summary["best"]
+            lines.append(f"best trial: learning rate {best['learning_rate']:g}, "
+                         f"seed {best['seed']}")
+        lines.append(f"model {model['name']} version {model['version']} "
+                     f"[{', '.join(model['aliases'])}]: {model['decision']}")
+    return "\n".join(lines)
