@@ -37,7 +37,7 @@ def task_states(flow_run_id) -> dict[str, dict]:
 def dev_metrics(version: ModelVersion, cfg: PipelineConfig) -> dict[str, float]:
     import mlflow
 
-    from tasks.register import tracking_uri
+    from tasks.mlflow_store import tracking_uri
 
     run = mlflow.MlflowClient(tracking_uri(cfg.registry, Path(cfg.home))).get_run(version.run_id)
     return {k.removeprefix("dev_"): v for k, v in sorted(run.data.metrics.items())

@@ -7,9 +7,6 @@
     new version of cfg.model_name       alias `challenger`; alias `champion` moves to it only when
                                         it is not collapsed and beats the champion's
                                         dev_<promote_metric>
-
-The store is explicit everywhere (an `MlflowClient` per call); MLflow's model logging and loading
-only read the process-wide tracking URI, so `using_tracking_uri` sets it and puts it back.
 """
 
 from __future__ import annotations
@@ -17,11 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
@@ -29,12 +22,8 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
-import requests
 from mlflow.entities import Metric, Param, RunStatus, ViewType
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import (RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST,
-                                          TEMPORARILY_UNAVAILABLE, ErrorCode)
 from mlflow.types import ColSpec, Schema, TensorSpec
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -45,14 +34,13 @@ import bert_core
 from bert_core.model import FEATURE_NAMES
 from tasks.caching import BY_CONTENT
 from tasks.config import RegistryConfig
+from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, open_store,
+                                sqlite_file, tracking_uri, transient_errors, using_tracking_uri)
+from tasks.promotion import CHAMPION, compared_with, promotion_markdown, register_and_promote
 from tasks.records import EvalReport, ModelVersion, TrainedModel
 from tasks.retry import retry_on
 
-CHALLENGER, CHAMPION = "challenger", "champion"
-KERAS_MODEL, CLASSIFIER = "keras_model", "classifier"
 RUN_KEY_TAG = "bertflow.run_key"  # one MLflow run per (Prefect flow run, trained model)
-DECISION_TAG = "promotion_decision"
-STORE_DB = "mlflow/mlflow.db"  # the default store, under the pipeline's home
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as a model from code
 BERT_CORE_DIR = Path(bert_core.__file__).parent  # shipped with it, so it loads without bertflow
 PAIR_SIGNATURE = ModelSignature(
@@ -60,59 +48,6 @@ PAIR_SIGNATURE = ModelSignature(
     outputs=Schema([ColSpec("double", "probability")]))
 _BACKEND_PACKAGE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 _log = logging.getLogger(__name__)
-_GLOBAL_URI_LOCK = threading.RLock()
-
-
-# -- the store ------------------------------------------------------------------------------------
-
-def tracking_uri(cfg: RegistryConfig, home: Path) -> str:
-    """cfg.tracking_uri, or a SQLite store in the pipeline's home.
-
-    >>> tracking_uri(RegistryConfig(), Path("/srv/bertflow"))
-    'sqlite:////srv/bertflow/mlflow/mlflow.db'
-    """
-    return cfg.tracking_uri or f"sqlite:///{(Path(home).resolve() / STORE_DB).as_posix()}"
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
-def open_store(cfg: RegistryConfig, home: Path) -> tuple[mlflow.MlflowClient, str]:
-    """A client on the store and the id of cfg.experiment, created when missing. A SQLite store
-    keeps its artifacts beside its file, in artifacts/ (MLflow's default is ./mlruns of whatever
-    directory the process runs in)."""
-    uri = tracking_uri(cfg, home)
-    artifacts = None
-    if db := _sqlite_file(uri):
-        db.parent.mkdir(parents=True, exist_ok=True)
-        artifacts = (db.parent / "artifacts").resolve().as_uri()
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.get_experiment_by_name(cfg.experiment)
-    if experiment is None:
-        try:
-            return client, client.create_experiment(cfg.experiment, artifact_location=artifacts)
-        except MlflowException as err:  # a parallel run (a sweep) created it first
-            if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-                raise
-            experiment = client.get_experiment_by_name(cfg.experiment)
-    if experiment.lifecycle_stage != "active":
-        raise ValueError(f"MLflow experiment {cfg.experiment!r} is deleted: restore it in {uri}")
-    return client, experiment.experiment_id
-
-
-@contextmanager
-def using_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's process-wide tracking URI at `uri` for a block, then restore it. One block
-    at a time: a sweep's threads would otherwise restore it under each other's feet, and MLflow
-    would fall back to ./mlflow.db."""
-    with _GLOBAL_URI_LOCK:
-        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -228,122 +163,13 @@ def log_training_run(client, experiment_id: str, trained: TrainedModel, report: 
     return run_id
 
 
-# -- the registry ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Decision:
-    promoted: bool
-    code: str  # promotion_decision tag: promoted, not-better, collapsed or no-champion-metric
-    reason: str
-
-
-def decide(metric: str, value: float, collapsed: bool, champion_version: str | None,
-           champion_value: float | None, collapse_reason: str | None = None) -> Decision:
-    """Promote a version that did not collapse and strictly beats the champion (or has none).
-
-    >>> decide("f1", 0.86, False, "2", 0.81).reason
-    'promoted: f1 0.8600 > champion v2 0.8100'
-    >>> decide("f1", 0.81, False, "2", 0.81).reason
-    'not promoted: f1 0.8100 <= champion v2 0.8100'
-    >>> decide("f1", 0.90, True, None, None, "predicts 1 for 100% of dev").reason
-    'not promoted: collapsed (predicts 1 for 100% of dev)'
-    """
-    if collapsed:
-        return Decision(False, "collapsed", f"not promoted: collapsed ({collapse_reason})")
-    if champion_version is None:
-        return Decision(True, "promoted", f"promoted: first version, {metric} {value:.4f}")
-    if champion_value is None:
-        return Decision(False, "no-champion-metric",
-                        f"not promoted: champion v{champion_version} has no dev_{metric}")
-    if value > champion_value:
-        return Decision(True, "promoted", f"promoted: {metric} {value:.4f} > champion "
-                                          f"v{champion_version} {champion_value:.4f}")
-    return Decision(False, "not-better", f"not promoted: {metric} {value:.4f} <= champion "
-                                         f"v{champion_version} {champion_value:.4f}")
-
-
-def _classifier_model_id(client, run_id: str) -> str:
-    """The id of the run's logged `classifier` model (MLflow 3 logs models as LoggedModels)."""
-    for output in client.get_run(run_id).outputs.model_outputs:
-        if client.get_logged_model(output.model_id).name == CLASSIFIER:
-            return output.model_id
-    raise MlflowException(f"run {run_id} has no logged model named {CLASSIFIER!r}",
-                          error_code=RESOURCE_DOES_NOT_EXIST)
-
-
-def _version_of_run(client, name: str, run_id: str):
-    """The version registered from `run_id` by an earlier attempt, or a new one."""
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-    if existing:
-        return existing[0]
-    try:
-        client.create_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-    model_id = _classifier_model_id(client, run_id)
-    with using_tracking_uri(client.tracking_uri):  # the SQL registry resolves models:/ through it
-        return client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
-                                           model_id=model_id)
-
-
-def champion_of(client, name: str, metric: str) -> tuple[str | None, float | None]:
-    """The champion's version and its run's dev_<metric> (None, None before the first one)."""
-    # From the registered model's aliases: a missing alias raises INVALID_PARAMETER_VALUE.
-    version = client.get_registered_model(name).aliases.get(CHAMPION)
-    if version is None:
-        return None, None
-    version = str(version)  # the SQL store gives ints, the REST store strings
-    run_id = client.get_model_version(name, version).run_id
-    return version, client.get_run(run_id).data.metrics.get(f"dev_{metric}") if run_id else None
-
-
-def _record(client, name: str, version: str, decision: Decision, metric: str, value: float,
-            champion: tuple[str | None, float | None]) -> None:
-    """Decision tags and description first, the promotion_decision tag last: its presence means
-    the whole decision is on the version."""
-    tags = {"promote_metric": metric, "value": repr(value),
-            "champion_version": champion[0] or "none",
-            "champion_value": "none" if champion[1] is None else repr(champion[1])}
-    for key, tag_value in tags.items():
-        client.set_model_version_tag(name, version, key, tag_value)
-    client.update_model_version(name, version, description=decision.reason)
-    client.set_model_version_tag(name, version, DECISION_TAG, decision.code)
-
-
-def register_and_promote(client, run_id: str, report: EvalReport,
-                         cfg: RegistryConfig) -> ModelVersion:
-    """Register the run's classifier as a new version (alias `challenger`) and move `champion` to
-    it when `decide` says so. Safe to call again for the same run: the recorded decision stands."""
-    name, metric = cfg.model_name, cfg.promote_metric
-    version = _version_of_run(client, name, run_id)
-    number = str(version.version)  # the SQL store gives ints, the REST store strings
-    if DECISION_TAG not in version.tags:
-        value = float(report.metrics.get(metric, float("nan")))
-        champion = champion_of(client, name, metric)
-        decision = decide(metric, value, report.collapsed, *champion, report.collapse_reason)
-        _record(client, name, number, decision, metric, value, champion)
-    version = client.get_model_version(name, number)
-    client.set_registered_model_alias(name, CHALLENGER, number)
-    promoted = version.tags[DECISION_TAG] == "promoted"
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, number)
-    aliases = client.get_model_version(name, number).aliases
-    champion_value = version.tags["champion_value"]
-    return ModelVersion(name=name, version=number, run_id=run_id,
-                        aliases=tuple(sorted(aliases)), promoted=promoted,
-                        decision=version.description, metric=metric,
-                        value=float(version.tags["value"]),
-                        champion_value=None if champion_value == "none" else float(champion_value))
-
-
 # -- serving --------------------------------------------------------------------------------------
 
 def load_model(model_uri: str | None, home: Path, cfg: RegistryConfig):
     """The served classifier (`mlflow.pyfunc.PyFuncModel`): `model_uri`, or the champion of
     cfg.model_name in the pipeline's store."""
     uri = tracking_uri(cfg, home)
-    db = _sqlite_file(uri)
+    db = sqlite_file(uri)
     if model_uri is None and db and not db.is_file():
         raise FileNotFoundError(f"no MLflow store at {db}: run the pipeline first, "
                                 "or give a model URI")
@@ -359,60 +185,7 @@ def predict_pairs(model, pairs: list[tuple[str, str]]) -> list[float]:
     return [float(p) for p in model.predict(frame)["probability"]]
 
 
-# -- the task -------------------------------------------------------------------------------------
-
-class TransientRegistryError(RuntimeError):
-    """The tracking server was unreachable or failed on its side: trying again may help."""
-
-
-def is_transient(err: BaseException, remote: bool) -> bool:
-    """Connection errors and timeouts anywhere in the chain; MLflow's TEMPORARILY_UNAVAILABLE (a
-    locked SQLite store reads so too); any HTTP 5xx from a remote server. A bad request is final."""
-    while err is not None:
-        if isinstance(err, (ConnectionError, TimeoutError, requests.ConnectionError,
-                            requests.Timeout)):
-            return True
-        if isinstance(err, MlflowException) and (
-                err.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
-                or (remote and err.get_http_status_code() >= 500)):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-@contextmanager
-def transient_errors(uri: str) -> Iterator[None]:
-    """Re-raise what `is_transient` accepts as TransientRegistryError, everything else as it is."""
-    try:
-        yield
-    except Exception as err:
-        if is_transient(err, remote=uri.startswith(("http://", "https://"))):
-            raise TransientRegistryError(f"{uri}: {err}") from err
-        raise
-
-
-
-
-def promotion_markdown(version: ModelVersion, metrics: dict[str, float],
-                       champion_version: str | None, champion_metrics: dict[str, float]) -> str:
-    """The decision and the dev metrics beside those of the champion it was compared with."""
-    before = f"v{champion_version} (champion before)" if champion_version else "no champion before"
-    rows = [f"| {k} | {v:.4g} | "
-            + (f"{champion_metrics[f'dev_{k}']:.4g}" if f"dev_{k}" in champion_metrics else "-")
-            + " |" for k, v in metrics.items()]
-    return "\n".join([
-        f"# {version.name} v{version.version}: {'promoted' if version.promoted else 'registered'}",
-        "", version.decision, "",
-        f"| dev metric | v{version.version} | {before} |", "|---|---|---|", *rows, "",
-        f"Aliases now: {', '.join(version.aliases)}. MLflow run `{version.run_id}`."])
-
-
-def _compared_with(client, name: str, version: str) -> tuple[str | None, dict[str, float]]:
-    champion = client.get_model_version(name, version).tags.get("champion_version", "none")
-    if champion == "none":
-        return None, {}
-    return champion, client.get_run(client.get_model_version(name, champion).run_id).data.metrics
-
+# -- the tasks -------------------------------------------------------------------------------------
 
 def _log_run(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
@@ -448,7 +221,7 @@ def register(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, hom
         client, run_id = _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
                                   parent_run_id)
         version = register_and_promote(client, run_id, report, cfg)
-        champion = _compared_with(client, version.name, version.version)
+        champion = compared_with(client, version.name, version.version)
     create_markdown_artifact(key="model-promotion",
                              markdown=promotion_markdown(version, report.metrics, *champion),
                              description=f"{version.name} v{version.version}: {version.decision}")

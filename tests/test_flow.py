@@ -5,9 +5,6 @@ change the learning rate (only train, evaluate, register run), sweep, and the CL
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -16,11 +13,11 @@ import pytest
 from flows.finetune import finetune_mrpc
 from flows.summary import summarize, summarize_sweep
 from flows.sweep import sweep_mrpc
-from tasks.config import (DataConfig, ModelConfig, PipelineConfig, RegistryConfig, RowBounds,
+from tasks.config import (DataConfig, ModelConfig, PipelineConfig, RowBounds,
                           SweepConfig, TrainConfig)
-from tasks.register import tracking_uri
+from tasks.mlflow_store import tracking_uri
 from tests.artifacts import flow_artifact
-from tests.fixtures import write_msr_files, write_release_zip
+from tests.fixtures import run_bertflow, write_msr_files, write_release_zip
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 STAGES = ["download", "validate", "tokenize", "train", "evaluate", "register"]
@@ -167,21 +164,13 @@ def test_sweep_groups_trials_under_one_parent_and_registers_the_best(three_runs,
     assert flow_artifact(summary["flow_run_id"], "sweep-summary").startswith("# MRPC sweep")
 
 
-def _cli(args: list[str], home: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("bertflow")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([str(exe), *args, "--home", str(home)], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=600, cwd=home.parent)
-
-
 def test_cli_run_json_then_predict_with_the_champion(sources, tmp_path):
     home = tmp_path / "home"
     args = ["run", "--mrpc-source", sources.mrpc_source, "--checkpoint", sources.checkpoint,
             "--max-seq-length", "32", "--epochs", "1", "--batch-size", "4", "--json"]
     config = tmp_path / "bounds.yaml"
     config.write_text("data:\n  row_bounds: {train: [1, 100], dev: [1, 100], test: [1, 100]}\n")
-    result = _cli([*args, "--config", str(config)], home)
+    result = run_bertflow([*args, "--config", str(config)], home)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["state"] == "Completed"
@@ -194,7 +183,7 @@ def test_cli_run_json_then_predict_with_the_champion(sources, tmp_path):
     # The champion, or the challenger when the tiny model collapsed and was not promoted.
     uri = [] if summary["model"]["promoted"] else ["--model-uri", "models:/bertflow-mrpc@challenger"]
     pairs = "the company said its shares rose\tshares rose on monday\nprofit beat\tsales fell\n"
-    predicted = _cli(["predict", *uri], home, stdin=pairs)
+    predicted = run_bertflow(["predict", *uri], home, stdin=pairs)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     lines = predicted.stdout.strip().splitlines()
     assert len(lines) == 2

@@ -28,9 +28,9 @@ from bert_core.model import BertBackbone, BertClassifier
 from bert_core.tokenization import FullTokenizer
 from tasks.config import RegistryConfig
 from tasks.records import EvalReport, TrainedModel
-from tasks.register import (RUN_KEY_TAG, TransientRegistryError, is_transient, load_model,
-                            log_training_run, open_store, predict_pairs, register,
-                            register_and_promote, transient_errors)
+from tasks.mlflow_store import TransientRegistryError, is_transient, open_store, transient_errors
+from tasks.promotion import register_and_promote
+from tasks.register import RUN_KEY_TAG, load_model, log_training_run, predict_pairs, register
 from tests.artifacts import flow_artifact
 from tests.fixtures import tiny_vocab
 
