@@ -144,17 +144,11 @@ def _finish(summary: dict, as_json: bool) -> None:
 
 
 @app.command()
-def validate(
-    mrpc_source: Annotated[Optional[str], typer.Option(help="The data drop to check.")] = None,
-    mirror: Annotated[Optional[str], typer.Option()] = None,
-    checkpoint: Annotated[Optional[str], typer.Option(help="Its vocab is not needed to "
-                                                           "validate; default BERT-Tiny.")] = None,
-    home: Home = DEFAULT_HOME,
-):
+def validate(mrpc_source: MrpcSource = None, mirror: Mirror = None, config: Config = None,
+             home: Home = DEFAULT_HOME):
     """Download and validate MRPC only: check a new data drop before a scheduled run."""
     home = _use_home(home)
-    cfg = load_config(None, home, {"data": {"mrpc_source": mrpc_source, "mirror": mirror,
-                                            "checkpoint": checkpoint}})
+    cfg = load_config(config, home, {"data": {"mrpc_source": mrpc_source, "mirror": mirror}})
     from flows.data import validate_mrpc
 
     state = validate_mrpc(cfg.data, str(home), return_state=True)

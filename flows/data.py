@@ -6,16 +6,15 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.config import DataConfig, ModelConfig
-from tasks.download import download
+from tasks.download import download, download_mrpc
 from tasks.tokenize import Shards, tokenize
 from tasks.validate import validate
 
 
 @flow(name="validate-mrpc")
 def validate_mrpc(data: DataConfig = DataConfig(), home: str = ".bertflow") -> str:
-    """Download and validate MRPC; returns the validation report's path."""
-    raw = download(data, home)
-    return validate(raw, data, home)
+    """Download and validate MRPC (no checkpoint needed); returns the validation report's path."""
+    return validate(download_mrpc(data, home), data, home)
 
 
 @flow(name="prepare-mrpc")

@@ -20,11 +20,11 @@ from data_contracts.validate import (ValidationReport, mrpc_pairs, validate_mrpc
 from tasks.atomic import write_json
 from tasks.caching import BY_CONTENT
 from tasks.config import DataConfig
-from tasks.download import RawData
+from tasks.download import MrpcData, RawData
 from tasks.mrpc import SPLITS
 
 
-def validate_raw_splits(raw: RawData, data: DataConfig) -> list[ValidationReport]:
+def validate_raw_splits(raw: MrpcData, data: DataConfig) -> list[ValidationReport]:
     """Each GLUE TSV against its suite; dev also against train (no shared pair)."""
     train_pairs = mrpc_pairs(read_tsv(raw.tsv("train")))
     reports = []
@@ -68,7 +68,7 @@ def publish(reports: list[ValidationReport], key: str) -> list[dict]:
 
 
 @task(name="validate", **BY_CONTENT)
-def validate(raw: RawData, data: DataConfig, home: str) -> str:
+def validate(raw: MrpcData, data: DataConfig, home: str) -> str:
     """The raw MRPC TSVs keep their contract (columns, labels, ids, duplicates, row counts).
     Returns the path of the validation report (JSON), kept for the model's lineage."""
     rows = publish(validate_raw_splits(raw, data), key="mrpc-validation")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -68,3 +71,15 @@ def write_release_zip(path: Path, hidden: int = 16, layers: int = 1, seed: int =
         for file in sorted(staging.iterdir()):
             zf.write(file, inside + file.name)
     return path
+
+
+def run_bertflow(args: list[str], home: Path, stdin: str | None = None,
+                 timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """The installed `bertflow` command in a fresh process, as a user runs it: no Prefect
+    settings inherited (it starts its own temporary Prefect server under `home`), working
+    directory beside `home`."""
+    exe = Path(sys.executable).with_name("bertflow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([str(exe), *args, "--home", str(home)], input=stdin, env=env,
+                          capture_output=True, text=True, timeout=timeout_s, cwd=home.parent)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tests.conftest import GOLDEN_A, GOLDEN_B, GOLDEN_IDS
+from tests.fixtures import run_bertflow, write_msr_files
 
 runner = CliRunner()
 
@@ -42,3 +43,47 @@ def test_checkpoint_error_names_the_source(tmp_path):
     result = runner.invoke(app, ["checkpoint", str(tmp_path)])
     assert result.exit_code == 2
     assert "bert_config.json" in result.output and tmp_path.name in result.output
+
+
+def test_validate_accepts_a_good_drop_and_names_the_broken_rule(tmp_path):
+    msr = write_msr_files(tmp_path / "msr")
+    config = tmp_path / "bounds.yaml"
+    config.write_text("data:\n  row_bounds: {train: [1, 100], dev: [1, 100], test: [1, 100]}\n")
+    good = run_bertflow(["validate", "--mrpc-source", str(msr), "--config", str(config)],
+                        tmp_path / "home")
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert good.stdout.startswith("valid: ")
+    assert not (tmp_path / "home" / "checkpoints").exists()  # a data check fetches no model
+
+    train = msr / "msr_paraphrase_train.txt"
+    lines = train.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[3] = "2" + lines[3][1:]  # a label outside {0, 1} on the file's 4th line
+    train.write_text("".join(lines), encoding="utf-8")
+    bad = run_bertflow(["validate", "--mrpc-source", str(msr), "--config", str(config)],
+                       tmp_path / "home")
+    assert bad.returncode == 1
+    message = bad.stderr[bad.stderr.index("\ninvalid: "):]  # after Prefect's own log lines
+    assert "train.tsv" in message and "expect_column_values_to_be_in_set" in message
+    assert "Quality" in message and "1 " in message
+
+
+def test_prefect_yaml_deploys_the_flows_weekly_and_on_demand():
+    """Each deployment's entrypoint is a flow that accepts its parameters (what `prefect deploy`
+    and the worker will resolve)."""
+    import importlib
+
+    import yaml
+    from prefect import Flow
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert set(deployments) == {"weekly-finetune", "sweep"}
+    assert [s["cron"] for s in deployments["weekly-finetune"]["schedules"]] == ["0 3 * * 1"]
+    assert not deployments["sweep"].get("schedules")
+    for deployment in deployments.values():
+        assert deployment["work_pool"]["name"] == spec["deployments"][0]["work_pool"]["name"]
+        path, name = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, name)
+        assert isinstance(flow, Flow)
+        flow.validate_parameters(deployment.get("parameters", {}))
