@@ -1,5 +1,5 @@
 # The two commands a newcomer runs on a fresh machine (Python >= 3.11 and make):
-#   make run    set up .venv and run the main job
+#   make run    set up .venv and run the main job (extra flags: make run ARGS='--epochs 1')
 #   make test   set up .venv and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the whole fine-tune flow. Where ../shared holds the real MRPC and MiniLM-L3 (no
+# internet here), it is the source; elsewhere the public MSR files and Google's BERT-Tiny are.
+LOCAL_SOURCES := $(if $(wildcard $(SHARED)/data/mrpc/msr_paraphrase_train.txt),\
+	--mrpc-source $(SHARED)/data/mrpc --checkpoint $(SHARED)/checkpoints/minilm-l3-h384-uncased.zip)
+
 run: install
-	$(BIN)/bertflow checkpoint $(SHARED)/checkpoints/minilm-l3-h384-uncased.zip
+	$(BIN)/bertflow run $(LOCAL_SOURCES) $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest
