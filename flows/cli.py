@@ -44,13 +44,19 @@ def load_config(config: Path | None, home: Path, overrides: dict[str, dict]):
 
     from tasks.config import PipelineConfig
 
+    from pydantic import ValidationError
+
     values = yaml.safe_load(config.read_text()) or {} if config else {}
     values["home"] = str(home)
     for section, fields in overrides.items():
         given = {k: v for k, v in fields.items() if v is not None}
         if given:
             values[section] = {**values.get(section, {}), **given}
-    return PipelineConfig.model_validate(values)
+    try:
+        return PipelineConfig.model_validate(values)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise typer.BadParameter(f"{config or 'flags'}: {problems}") from None
 
 
 Config = Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,14 @@ def test_prefect_yaml_deploys_the_flows_weekly_and_on_demand():
         flow = getattr(module, name)
         assert isinstance(flow, Flow)
         flow.validate_parameters(deployment.get("parameters", {}))
+
+
+def test_bad_settings_are_refused_naming_each_field(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", os.environ.get("PREFECT_HOME", str(tmp_path)))  # restored
+    config = tmp_path / "cfg.yaml"
+    config.write_text("train:\n  batch_size: 0\n")
+    result = runner.invoke(app, ["run", "--home", str(tmp_path / "home"), "--config", str(config),
+                                 "--learning-rate", "-1"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "train.batch_size" in text and "train.learning_rate" in text and "cfg.yaml" in text
