@@ -62,6 +62,10 @@ class TrainConfig(_Slice):
         "checkpoint", description="The checkpoint's bert_config, or BERT-Tiny's (from scratch).")
     shuffle_buffer: int = Field(100, gt=0, description="run_classifier shuffles with 100.")
     save_every_steps: int = Field(50, gt=0, description="Training checkpoint interval (resume).")
+    bucket_boundaries: tuple[int, ...] = Field(
+        (), description="Length bucketing: batch pairs of similar length, each padded only to "
+                        "its bucket's bound, e.g. (32, 48, 64, 80, 96). Empty: pad to "
+                        "max_seq_length, as run_classifier does.")
     mixed_precision: bool = Field(False, description="float16 compute on GPU.")
     jit_compile: bool = Field(False, description="XLA-compile the train step.")
 

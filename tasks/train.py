@@ -130,14 +130,35 @@ def train_dataset(shards: Shards, model: ModelConfig, train: TrainConfig):
         return example, label
 
     autotune = tf.data.AUTOTUNE
-    return (tf.data.Dataset.from_tensor_slices(files)
-            .interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
-                        num_parallel_calls=autotune, deterministic=True)
-            .repeat()
-            .shuffle(train.shuffle_buffer, seed=train.seed)
-            .map(parse, num_parallel_calls=autotune, deterministic=True)
-            .batch(train.batch_size, drop_remainder=True)
-            .prefetch(autotune))
+    examples = (tf.data.Dataset.from_tensor_slices(files)
+                .interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+                            num_parallel_calls=autotune, deterministic=True)
+                .repeat()
+                .shuffle(train.shuffle_buffer, seed=train.seed)
+                .map(parse, num_parallel_calls=autotune, deterministic=True))
+    if not train.bucket_boundaries:
+        return examples.batch(train.batch_size, drop_remainder=True).prefetch(autotune)
+    return bucketed(examples, train.bucket_boundaries, seq, train.batch_size).prefetch(autotune)
+
+
+def bucketed(examples, boundaries: tuple[int, ...], max_seq_length: int, batch_size: int):
+    """Batches of pairs of similar length, each padded only to its bucket's bound: a pair of
+    length n goes to the first bound >= n (max_seq_length above the last). Padding carries no
+    signal (the attention mask drops it), so the model computes the same function on less."""
+    import tensorflow as tf
+
+    bounds = sorted({b for b in boundaries if b < max_seq_length}) + [max_seq_length]
+
+    def unpad(features, label):  # (seq,) -> (n,): bucketing pads each batch back to its bound
+        n = tf.reduce_sum(features["input_mask"])
+        return {k: v[:n] for k, v in features.items()}, label
+
+    return examples.map(unpad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
+        .bucket_by_sequence_length(
+            lambda features, label: tf.shape(features["input_ids"])[0],
+            bucket_boundaries=[b + 1 for b in bounds],  # length n < b + 1: padded to b
+            bucket_batch_sizes=[batch_size] * (len(bounds) + 1), drop_remainder=True,
+            pad_to_bucket_boundary=True)
 
 
 def _distribution_scope():

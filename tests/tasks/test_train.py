@@ -144,3 +144,33 @@ def _wait_for_steps(path: Path, steps: int, process: subprocess.Popen, timeout_s
             return
         time.sleep(0.05)
     raise TimeoutError(f"{path} did not reach step {steps}")
+
+
+def test_bucketing_batches_similar_lengths_padded_to_their_bound(inputs):
+    """Every pair keeps its real tokens; each batch is as wide as its bucket's bound."""
+    import tensorflow as tf
+
+    from tasks.train import train_dataset
+
+    raw, shards = inputs
+    cfg = TRAIN.model_copy(update={"bucket_boundaries": (16, 24)})
+    seen = 0
+    for features, labels in train_dataset(shards, MODEL, cfg).take(12):
+        width = int(features["input_ids"].shape[1])
+        lengths = tf.reduce_sum(features["input_mask"], axis=1).numpy()
+        assert features["input_ids"].shape == (4, width) and labels.shape == (4,)
+        assert width in (16, 24, 32)
+        lower = {16: 0, 24: 16, 32: 24}[width]
+        assert all(lower < n <= width for n in lengths)  # each pair in its own bucket
+        ids = features["input_ids"].numpy()
+        assert all(ids[i, 0] == 2 and (ids[i, n:] == 0).all() for i, n in enumerate(lengths))
+        seen += 1
+    assert seen == 12
+
+
+def test_a_bucketed_run_trains_run_classifiers_steps(inputs, tmp_path):
+    raw, shards = inputs
+    cfg = TRAIN.model_copy(update={"bucket_boundaries": (16, 24)})
+    trained = train_model(raw, shards, MODEL, cfg, tmp_path)
+    assert trained.steps == 15
+    assert json.loads(trained.history_file.read_text())["steps"] == list(range(1, 16))
