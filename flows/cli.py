@@ -26,6 +26,9 @@ def _use_home(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     for name, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                        # a busy 2-core machine can take longer than Prefect's 20 s to start
+                        # the temporary API server a run without PREFECT_API_URL uses
+                        ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"),
                         ("MLFLOW_DISABLE_TELEMETRY", "true"), ("GX_ANALYTICS_ENABLED", "false"),
                         ("TF_CPP_MIN_LOG_LEVEL", "2")):
         os.environ.setdefault(name, value)

@@ -30,7 +30,7 @@ from bert_core.checkpoint import load_pretrained, read_checkpoint
 from bert_core.config import BertConfig
 from bert_core.model import BertClassifier
 from bert_core.optimizer import create_optimizer, train_steps
-from tasks.atomic import publish_dir, write_json
+from tasks.atomic import exclusive, publish_dir, write_json
 from tasks.caching import BY_CONTENT
 from tasks.config import ModelConfig, TrainConfig
 from tasks.download import RawData
@@ -231,11 +231,13 @@ def train_model(raw: RawData, shards: Shards, model: ModelConfig, train: TrainCo
     """Train (or resume, or reuse) the model these inputs determine."""
     key = train_key(shards, raw, model, train)
     out, work = home / "models" / key, home / "training" / key
-    if not (out / "record.json").is_file():
-        work.mkdir(parents=True, exist_ok=True)
-        classifier, steps, seconds = fit(raw, shards, model, train, work, log)
-        _save(classifier, raw, model, train, work, out, steps, seconds)
-        shutil.rmtree(work, ignore_errors=True)
+    # One trainer per model: a second run of the same inputs waits, then finds the model.
+    with exclusive(home / "training" / f"{key}.lock", on_wait=log):
+        if not (out / "record.json").is_file():
+            work.mkdir(parents=True, exist_ok=True)
+            classifier, steps, seconds = fit(raw, shards, model, train, work, log)
+            _save(classifier, raw, model, train, work, out, steps, seconds)
+            shutil.rmtree(work, ignore_errors=True)
     return TrainedModel.model_validate_json((out / "record.json").read_text())
 
 

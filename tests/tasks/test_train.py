@@ -62,7 +62,7 @@ def test_trains_run_classifiers_step_count_and_saves_everything(inputs, tmp_path
     # then linear decay from step 0's peak: the update of step s uses 1e-3 * (1 - (s - 1) / 15)
     expected = [0.0] + [1e-3 * (1 - (s - 1) / 15) for s in range(2, 16)]
     assert history["learning_rate"] == pytest.approx(expected, rel=1e-5)
-    assert not (tmp_path / "training").exists() or not any((tmp_path / "training").iterdir())
+    assert [p.name for p in (tmp_path / "training").iterdir()] == [f"{folder.name}.lock"]
 
 
 def test_same_seed_same_model_and_a_finished_model_is_reused(inputs, tmp_path):
