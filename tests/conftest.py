@@ -68,3 +68,16 @@ def micro_config():
 
     return BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_sources(tmp_path_factory):
+    """DataConfig over generated MSR files (32 pairs, every 3rd to dev) and a 1-layer release
+    zip, with row bounds that accept them: the whole pipeline in seconds."""
+    from tasks.config import DataConfig, RowBounds
+    from tests.fixtures import write_msr_files, write_release_zip
+
+    root = tmp_path_factory.mktemp("sources")
+    return DataConfig(mrpc_source=str(write_msr_files(root / "msr", train_rows=32, dev_every=3)),
+                      checkpoint=str(write_release_zip(root / "tiny.zip")), shard_size=8,
+                      row_bounds=RowBounds(train=(1, 100), dev=(1, 100), test=(1, 100)))

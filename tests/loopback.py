@@ -6,7 +6,8 @@
 
 Faults: "500" (server error), "404", "drop" (full Content-Length, half the body, connection
 closed), "truncate" (no Content-Length, half the body: only a size pin notices), "corrupt" (same
-length, different bytes). Binds 127.0.0.1 on a free port; stops when the test ends, or by itself
+length, different bytes), "stall" (full Content-Length, half the body, then nothing until the
+server stops: a download to kill midway). Binds 127.0.0.1 on a free port; stops when the test ends, or by itself
 after `lifetime_s`.
 """
 
@@ -25,6 +26,7 @@ class LoopbackServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._stopped = threading.Event()
         self._timer = threading.Timer(lifetime_s, self.stop)
         self._timer.daemon = True
 
@@ -45,6 +47,7 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         self._timer.cancel()
         self._httpd.shutdown()
         self._httpd.server_close()
@@ -73,9 +76,11 @@ class LoopbackServer:
                     return
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if fault == "drop":
+                if fault in ("drop", "stall"):
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
+                    if fault == "stall":
+                        server._stopped.wait()
                     self.connection.close()
                     return
                 if fault == "corrupt":

@@ -13,27 +13,18 @@ import pytest
 from flows.finetune import finetune_mrpc
 from flows.summary import summarize, summarize_sweep
 from flows.sweep import sweep_mrpc
-from tasks.config import (DataConfig, ModelConfig, PipelineConfig, RowBounds,
-                          SweepConfig, TrainConfig)
+from tasks.config import (ModelConfig, PipelineConfig, SweepConfig, TrainConfig)
 from tasks.mlflow_store import tracking_uri
 from tests.artifacts import flow_artifact
-from tests.fixtures import run_bertflow, write_msr_files, write_release_zip
+from tests.fixtures import run_bertflow
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 STAGES = ["download", "validate", "tokenize", "train", "evaluate", "register"]
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory) -> DataConfig:
-    root = tmp_path_factory.mktemp("sources")
-    return DataConfig(mrpc_source=str(write_msr_files(root / "msr", train_rows=32, dev_every=3)),
-                      checkpoint=str(write_release_zip(root / "tiny.zip")), shard_size=8,
-                      row_bounds=RowBounds(train=(1, 100), dev=(1, 100), test=(1, 100)))
-
-
-@pytest.fixture(scope="module")
-def cfg(sources, tmp_path_factory) -> PipelineConfig:
-    return PipelineConfig(home=str(tmp_path_factory.mktemp("home")), data=sources,
+def cfg(tiny_sources, tmp_path_factory) -> PipelineConfig:
+    return PipelineConfig(home=str(tmp_path_factory.mktemp("home")), data=tiny_sources,
                           model=ModelConfig(max_seq_length=32),
                           train=TrainConfig(epochs=1, batch_size=4, learning_rate=1e-3))
 
@@ -164,9 +155,10 @@ def test_sweep_groups_trials_under_one_parent_and_registers_the_best(three_runs,
     assert flow_artifact(summary["flow_run_id"], "sweep-summary").startswith("# MRPC sweep")
 
 
-def test_cli_run_json_then_predict_with_the_champion(sources, tmp_path):
+def test_cli_run_json_then_predict_with_the_champion(tiny_sources, tmp_path):
     home = tmp_path / "home"
-    args = ["run", "--mrpc-source", sources.mrpc_source, "--checkpoint", sources.checkpoint,
+    args = ["run", "--mrpc-source", tiny_sources.mrpc_source,
+            "--checkpoint", tiny_sources.checkpoint,
             "--max-seq-length", "32", "--epochs", "1", "--batch-size", "4", "--json"]
     config = tmp_path / "bounds.yaml"
     config.write_text("data:\n  row_bounds: {train: [1, 100], dev: [1, 100], test: [1, 100]}\n")
@@ -181,7 +173,8 @@ def test_cli_run_json_then_predict_with_the_champion(sources, tmp_path):
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
     # The champion, or the challenger when the tiny model collapsed and was not promoted.
-    uri = [] if summary["model"]["promoted"] else ["--model-uri", "models:/bertflow-mrpc@challenger"]
+    uri = [] if summary["model"]["promoted"] else \
+        ["--model-uri", "models:/bertflow-mrpc@challenger"]
     pairs = "the company said its shares rose\tshares rose on monday\nprofit beat\tsales fell\n"
     predicted = run_bertflow(["predict", *uri], home, stdin=pairs)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
