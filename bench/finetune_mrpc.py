@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+if __name__ == "__main__":  # bench/tokenize.py must not shadow the standard library's tokenize
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p) != os.path.dirname(__file__)]
+
 ROOT = Path(__file__).resolve().parents[1]
 HF_ANCHOR = {"recipe": (0.694, 0.808), "lr 5e-5": (0.716, 0.810)}  # one seed, from the issue
 SETTINGS = {"recipe": [], "lr 5e-5": ["--learning-rate", "5e-5"],
@@ -51,6 +54,14 @@ def loopback(folder: Path):
     finally:
         server.terminate()
         server.wait()
+
+
+def served_sources(shared: Path, base: str) -> list[str]:
+    """`bertflow run` flags for the real MRPC and MiniLM-L3 zip (pinned) served from `base`."""
+    zip_path = shared / "checkpoints" / "minilm-l3-h384-uncased.zip"
+    return ["--mrpc-source", f"{base}/data/mrpc", "--checkpoint",
+            f"{base}/checkpoints/{zip_path.name}",
+            "--checkpoint-sha256", hashlib.sha256(zip_path.read_bytes()).hexdigest()]
 
 
 def bertflow_run(args: list[str]) -> dict:
@@ -100,13 +111,10 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="0.1 epoch, one seed")
     opts = parser.parse_args()
-    zip_path = opts.shared / "checkpoints" / "minilm-l3-h384-uncased.zip"
     home = opts.home or Path(tempfile.mkdtemp(prefix="bertflow-bench-"))
     runs = []
     with loopback(opts.shared) as base:
-        common = ["--home", str(home), "--mrpc-source", f"{base}/data/mrpc",
-                  "--checkpoint", f"{base}/checkpoints/{zip_path.name}",
-                  "--checkpoint-sha256", hashlib.sha256(zip_path.read_bytes()).hexdigest()]
+        common = ["--home", str(home), *served_sources(opts.shared, base)]
         if opts.quick:
             common += ["--epochs", "0.1"]
         for setting in opts.settings:

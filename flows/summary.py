@@ -14,6 +14,13 @@ from tasks.config import PipelineConfig
 from tasks.records import ModelVersion
 
 
+def _seconds(run) -> float:
+    """Wall seconds of a flow or task run (a cached task never starts: its run time, ~0)."""
+    if run.start_time and run.end_time:
+        return (run.end_time - run.start_time).total_seconds()
+    return run.total_run_time.total_seconds()
+
+
 def task_states(flow_run_id) -> dict[str, dict]:
     """{"download": {"state": "Cached", "seconds": 0.02}, ...} in the order the tasks ran; a task
     that ran several times (a sweep's train) is listed as train, train#2, ..."""
@@ -22,15 +29,13 @@ def task_states(flow_run_id) -> dict[str, dict]:
             id=FlowRunFilterId(any_=[flow_run_id])))
     out = {}
     for run in sorted(runs, key=lambda r: r.expected_start_time or r.created):
-        seconds = (run.end_time - run.start_time).total_seconds() if run.end_time and \
-            run.start_time else run.total_run_time.total_seconds()
         name = base = run.name.rsplit("-", 1)[0]
         for n in itertools.count(2):
             if name not in out:
                 break
             name = f"{base}#{n}"
         out[name] = {"state": run.state.name if run.state else None,
-                                           "seconds": round(seconds, 3)}
+                     "seconds": round(_seconds(run), 3)}
     return out
 
 
@@ -52,7 +57,9 @@ def _model(version: ModelVersion) -> dict:
 def _flow(state: State) -> dict:
     """Flow run id, its final state and every task's; the error when it failed."""
     flow_run_id = state.state_details.flow_run_id
-    summary = {"flow_run_id": str(flow_run_id), "state": state.name,
+    with get_client(sync_client=True) as client:
+        seconds = _seconds(client.read_flow_run(flow_run_id))
+    summary = {"flow_run_id": str(flow_run_id), "state": state.name, "seconds": round(seconds, 3),
                "tasks": task_states(flow_run_id)}
     if not state.is_completed():
         summary["error"] = str(state.result(raise_on_failure=False))
@@ -82,7 +89,8 @@ def summarize_sweep(state: State, cfg: PipelineConfig) -> dict:
 
 def describe(summary: dict) -> str:
     """The summary for people."""
-    lines = [f"flow run {summary['flow_run_id']}: {summary['state']}"]
+    lines = [f"flow run {summary['flow_run_id']}: {summary['state']}"
+             + (f" in {summary['seconds']:.1f} s" if summary.get("seconds") else "")]
     lines += [f"  {name:<10} {t['state']:<10} {t['seconds']:>8.1f} s"
               for name, t in summary["tasks"].items()]
     if "error" in summary:
