@@ -16,6 +16,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, TEMPORARILY_UNAVAILABLE, ErrorCode
 
+from tasks.atomic import exclusive
 from tasks.config import RegistryConfig
 
 STORE_DB = "mlflow/mlflow.db"  # the default store, under the pipeline's home
@@ -45,7 +46,13 @@ def open_store(cfg: RegistryConfig, home: Path) -> tuple[mlflow.MlflowClient, st
     if db := sqlite_file(uri):
         db.parent.mkdir(parents=True, exist_ok=True)
         artifacts = (db.parent / "artifacts").resolve().as_uri()
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        # The first use of a SQLite store creates and migrates its tables; two processes doing
+        # that at once collide ("duplicate column name"), so one at a time.
+        with exclusive(db.with_name(db.name + ".lock")):
+            client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_registered_models(max_results=1)
+    else:
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is None:
         try:
