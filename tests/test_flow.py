@@ -15,6 +15,7 @@ from flows.summary import summarize, summarize_sweep
 from flows.sweep import sweep_mrpc
 from tasks.config import (ModelConfig, PipelineConfig, SweepConfig, TrainConfig)
 from tasks.mlflow_store import tracking_uri
+from tasks.register import load_model, predict_pairs
 from tests.artifacts import flow_artifact
 from tests.fixtures import run_bertflow
 
@@ -47,7 +48,7 @@ def client(cfg: PipelineConfig) -> mlflow.MlflowClient:
 def three_runs(cfg) -> dict:
     """The same config twice, then a new learning rate."""
     first = run(cfg)
-    model_file = Path(cfg.home, "models").glob("*/model.keras").__next__()
+    model_file = next(Path(cfg.home, "models").glob("*/model.keras"))
     stamp = model_file.stat().st_mtime_ns
     second = run(cfg)
     trained_again = model_file.stat().st_mtime_ns != stamp
@@ -86,18 +87,10 @@ def test_the_run_holds_config_lineage_reports_and_models(three_runs, cfg):
             "data/manifest.json", "train/history.json"} <= files
     assert any(name.startswith("data/") and name.endswith(".json") and "manifest" not in name
                for name in files)  # the validation report
-    champion_or_challenger = f"models:/bertflow-mrpc/{three_runs['first']['model']['version']}"
-    with_store = tracking_uri(cfg.registry, Path(cfg.home))
-    mlflow.set_tracking_uri(with_store)
-    try:
-        served = mlflow.pyfunc.load_model(champion_or_challenger)
-    finally:
-        mlflow.set_tracking_uri(None)
-    import pandas as pd
-
-    out = served.predict(pd.DataFrame({"sentence1": ["the company said"],
-                                       "sentence2": ["shares rose"]}))
-    assert 0.0 <= float(out["probability"][0]) <= 1.0
+    version = three_runs["first"]["model"]["version"]
+    served = load_model(f"models:/bertflow-mrpc/{version}", Path(cfg.home), cfg.registry)
+    [probability] = predict_pairs(served, [("the company said", "shares rose")])
+    assert 0.0 <= probability <= 1.0
 
 
 def test_the_prefect_ui_shows_validation_confusion_and_promotion(three_runs):
