@@ -192,8 +192,13 @@ def main() -> None:
         for impl in [i for i in opts.impls if i.startswith("keras")]:
             results[f"{config}/{impl}/bucketed"] = measure(impl, config, opts.buckets, opts)
             print(f"{config} {impl} bucketed: {results[f'{config}/{impl}/bucketed']}", flush=True)
+    figures = {"steps": opts.steps, "batch": BATCH, "results": results}
     print(table(results, opts.configs))
-    print(json.dumps({"steps": opts.steps, "batch": BATCH, "results": results}))
+    if not opts.quick:
+        out = ROOT / "bench" / "results"
+        (out / "train.md").write_text(table(results, opts.configs) + "\n")
+        (out / "train.json").write_text(json.dumps(figures, indent=1) + "\n")
+    print(json.dumps(figures))
 
 
 def table(results: dict, configs: list[str]) -> str:
