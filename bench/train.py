@@ -140,7 +140,7 @@ def run_hf(config: dict, data, warmup: int) -> float:
 def worker(args) -> None:
     """One measurement in this process; prints {"examples_per_second", "peak_rss_mb", ...}."""
     config = {**CONFIGS[args.config], "vocab_size": 30522}
-    boundaries = [int(b) for b in args.buckets.split(",")] if args.buckets else None
+    boundaries = [int(b) for b in args.buckets.split(",")] if args.bucketed else None
     steps = args.warmup + args.steps
     data = batches(mrpc_lengths(args.shared, steps * BATCH * 2), steps, boundaries)
     if args.impl == "hf":
@@ -157,7 +157,7 @@ def measure(impl: str, config: str, buckets: str | None, opts) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--config", config,
            "--steps", str(opts.steps), "--warmup", str(opts.warmup), "--shared", str(opts.shared)]
     if buckets:
-        cmd += ["--buckets", buckets]
+        cmd += ["--bucketed", "--buckets", buckets]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -178,9 +178,9 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--bucketed", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.worker:
-        opts.buckets = opts.buckets if "--buckets" in sys.argv else None
         return worker(opts)
     if opts.quick:
         opts.steps, opts.warmup = 10, 3

@@ -12,11 +12,24 @@ Both are functional `keras.Model`s with `get_config()`, so they save and load as
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from bert_core.config import BertConfig
 from bert_core.layers import PositionEmbedding, TransformerLayer, truncated_normal
 
 FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids")
+PARAPHRASE = 1  # MRPC's label "1": the two sentences are paraphrases (GLUE's F1 is of this class)
+
+
+def softmax(logits) -> np.ndarray:
+    """Class probabilities from the classifier's logits, row-wise, in float64.
+
+    >>> softmax(np.array([[0.0, 0.0], [0.0, np.log(3.0)]])).round(2).tolist()
+    [[0.5, 0.5], [0.25, 0.75]]
+    """
+    z = np.asarray(keras.ops.convert_to_numpy(logits), np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 def feature_inputs() -> dict[str, keras.KerasTensor]:

@@ -28,7 +28,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from sklearn import metrics as skm
 
-import bert_core.model  # noqa: F401  (registers BertBackbone and BertClassifier for loading)
+from bert_core.model import PARAPHRASE, softmax  # also registers the models for loading
 from tasks.atomic import publish_dir, write_json
 from tasks.caching import BY_CONTENT
 from tasks.config import EvalConfig
@@ -37,14 +37,7 @@ from tasks.shards import read_parquet_features
 from tasks.tokenize import Shards
 
 REPORT_FORMAT = 1  # bump when the files written for the same inputs change
-POSITIVE = 1  # GLUE's MRPC F1 is the F1 of label index 1 ("paraphrase")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64. (n, num_labels) -> (n, num_labels)"""
-    logits = np.asarray(logits, np.float64)
-    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
+POSITIVE = PARAPHRASE  # GLUE's MRPC F1 is the F1 of this class
 
 
 def predict_split(model: keras.Model, shards: Shards, split: str,

@@ -21,25 +21,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-import bert_core.model  # noqa: F401 - registers BertClassifier and its layers for load_model
 from bert_core.features import encode_pairs
+from bert_core.model import PARAPHRASE, softmax  # also registers BertClassifier for load_model
 from bert_core.tokenization import FullTokenizer
 
 BATCH_SIZE = 64
-POSITIVE_CLASS = 1  # MRPC's "1": the two sentences are paraphrases
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64.
-
-    >>> softmax(np.array([[0.0, 0.0], [0.0, np.log(3.0)]])).round(2).tolist()
-    [[0.5, 0.5], [0.25, 0.75]]
-    """
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 class PairClassifier(mlflow.pyfunc.PythonModel):
     """Tokenizes and packs each pair as run_classifier does, then runs the fine-tuned BERT."""
 
@@ -61,7 +47,7 @@ class PairClassifier(mlflow.pyfunc.PythonModel):
     def _probabilities(self, first: list[str], second: list[str]) -> np.ndarray:
         features = encode_pairs(self.tokenizer, first, second, self.max_seq_length)
         logits = self.model(features.as_dict(), training=False)  # (batch, num_labels)
-        return softmax(keras.ops.convert_to_numpy(logits))[:, POSITIVE_CLASS]
+        return softmax(logits)[:, PARAPHRASE]
 
 
 mlflow.models.set_model(PairClassifier())
