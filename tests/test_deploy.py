@@ -1,0 +1,157 @@
+"""README's "Scheduled runs" as a user does them: a local Prefect server, `prefect deploy --all`
+with the checkout's prefect.yaml, and a process worker that runs the weekly fine-tune once on
+demand over tiny generated fixtures. Every step is the real `prefect` command in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.servers import prefect_command, stop, wait_until_up
+from flows.summary import task_states
+from tasks.config import ModelConfig, PipelineConfig, TrainConfig
+from tasks.mlflow_store import tracking_uri
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+STAGES = ["download", "validate", "tokenize", "train", "evaluate", "register"]
+WEEKLY = "finetune-mrpc/weekly-finetune"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str  # the API: http://127.0.0.1:<port>/api
+    home: Path  # PREFECT_HOME of the server and of every command; command logs go here too
+    env: dict[str, str]  # the environment of the commands run against it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quiet_env(home: Path) -> dict[str, str]:
+    """The caller's environment without its Prefect settings, with PREFECT_HOME at `home`, no
+    telemetry, and PWD at the checkout: prefect.yaml's pull step reads {{ $PWD }} when deploying,
+    and a subprocess's cwd does not update that variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               MLFLOW_DISABLE_TELEMETRY="true", GX_ANALYTICS_ENABLED="false",
+               TF_CPP_MIN_LOG_LEVEL="2", PWD=str(ROOT))
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    """`prefect server start` on a free port with its own home, answering; always stopped."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = quiet_env(home)
+    with (home / "server.log").open("w") as log:
+        process = subprocess.Popen(prefect_command(port), env=env, cwd=home, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            wait_until_up(f"{url}/health")
+            yield Server(url, home, {**env, "PREFECT_API_URL": url})
+        finally:
+            stop([process])  # terminate, wait 20 s, kill
+
+
+def prefect(server: Server, *args: str, timeout_s: float = 180) -> str:
+    """`prefect <args>` run from the checkout against `server`; its output once it succeeded.
+    Output goes to a file: a worker's flow-run process (its own session) would hold a pipe."""
+    log = server.home / "command.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([PREFECT, *args], env=server.env, cwd=ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            stop([process])
+            pytest.fail(f"prefect {' '.join(args)} ran past {timeout_s:.0f} s:\n"
+                        f"{log.read_text()[-4000:]}")
+    output = log.read_text()
+    assert process.returncode == 0, f"prefect {' '.join(args)}:\n{output[-4000:]}"
+    return output
+
+
+def api(server: Server):
+    """In-process Prefect client calls (and flows.summary's) go to `server` within this block."""
+    return temporary_settings(updates={PREFECT_API_URL: server.url})
+
+
+@pytest.fixture(scope="module")
+def deployed(server) -> str:
+    """The work pool created and every deployment in prefect.yaml deployed, with no prompt;
+    the deploy command's output. Deploying leaves prefect.yaml as it was."""
+    spec = (ROOT / "prefect.yaml").read_bytes()
+    prefect(server, "work-pool", "create", "bertflow", "--type", "process")
+    output = prefect(server, "--no-prompt", "deploy", "--all")
+    assert (ROOT / "prefect.yaml").read_bytes() == spec
+    return output
+
+
+def test_deploy_all_creates_the_weekly_and_the_on_demand_deployment(server, deployed):
+    with api(server), get_client(sync_client=True) as client:
+        weekly = client.read_deployment_by_name(WEEKLY)
+        sweep = client.read_deployment_by_name("sweep-mrpc/sweep")
+
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in weekly.schedules] == \
+        [("0 3 * * 1", "UTC", True)]
+    assert sweep.schedules == []
+    assert weekly.work_pool_name == sweep.work_pool_name == "bertflow"
+    assert weekly.parameters == sweep.parameters == {"cfg": {"home": ".bertflow"}}
+    for deployment in (weekly, sweep):  # the worker runs the flows from this checkout
+        assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
+            "directory": str(ROOT)}}]
+    listed = prefect(server, "deployment", "ls")
+    assert WEEKLY in listed and "sweep-mrpc/sweep" in listed
+
+
+def tiny_run(tiny_sources, home: Path) -> PipelineConfig:
+    return PipelineConfig(home=str(home), data=tiny_sources, model=ModelConfig(max_seq_length=32),
+                          train=TrainConfig(epochs=1, batch_size=4))
+
+
+def run_on_demand(server: Server, cfg: PipelineConfig) -> str:
+    """`prefect deployment run` of the weekly deployment with `cfg`; the new flow run's id."""
+    params = json.dumps({"cfg": cfg.model_dump(mode="json")})
+    output = prefect(server, "deployment", "run", WEEKLY, "--params", params)
+    return re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)
+
+
+def test_a_process_worker_runs_the_weekly_deployment_once_on_demand(server, deployed,
+                                                                    tiny_sources, tmp_path):
+    cfg = tiny_run(tiny_sources, tmp_path / "home")
+    flow_run_id = run_on_demand(server, cfg)
+
+    worker_log = prefect(server, "worker", "start", "--pool", "bertflow", "--run-once",
+                         timeout_s=300)
+
+    with api(server), get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        weekly = client.read_deployment_by_name(WEEKLY)
+        tasks = task_states(flow_run_id)
+    assert flow_run.deployment_id == weekly.id
+    assert flow_run.state.name == "Completed", worker_log[-4000:]
+    assert {name: task["state"] for name, task in tasks.items()} == \
+        dict.fromkeys(STAGES, "Completed")
+    store = mlflow.MlflowClient(tracking_uri(cfg.registry, Path(cfg.home)))
+    # str(): the SQLite store answers version 1 here as an int, elsewhere as "1"
+    assert str(store.get_model_version_by_alias("bertflow-mrpc", "challenger").version) == "1"
+    assert [str(v.version) for v in store.search_model_versions("name='bertflow-mrpc'")] == ["1"]
