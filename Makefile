@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,parity]'
+	$(BIN)/python -m pip install -q -e '.[dev,parity,dask]'
 	touch $@
 
 install: $(STAMP)

@@ -1,7 +1,8 @@
 """Tokenize stage: GLUE TSVs -> Parquet + TFRecord shards and a manifest, in a folder named by its
 inputs (TSV and vocab hashes, the tokenization config, the shard format).
 
-Shards are written by a pool of processes into a temporary folder that is renamed into place once
+Shards are written by a pool of processes (or, from a flow body, as one Prefect task each on the
+flow's task runner: `run_as_tasks`) into a temporary folder that is renamed into place once
 the manifest is written, so a reader finds either every shard of a run or none. The output is
 byte-identical from run to run.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from bert_core.tokenization import load_vocab
@@ -38,6 +40,8 @@ LABELED = {"train": True, "dev": True, "test": False}
 # One process tokenizes ~20k MRPC pairs/s; starting workers costs ~1.3 s (measured here, 2 cores),
 # so a pool pays off only past ~50k pairs. See bench/tokenize.py.
 PARALLEL_MIN_ROWS = 50_000
+# Writes every shard of a list of jobs (given a worker count) and returns their infos in job order.
+JobRunner = Callable[[list[ShardJob], int], list[ShardInfo]]
 
 
 class Shards(BaseModel):
@@ -86,10 +90,23 @@ def run_jobs(jobs: list[ShardJob], workers: int,
         return list(pool.map(write_shard, jobs))
 
 
+# Never cached: a shard is written into a fresh temp folder, so only running it writes the file.
+write_shard_task = task(write_shard, name="write-shard", task_run_name="write-shard-{job.stem}",
+                        cache_policy=NO_CACHE, persist_result=False)
+
+
+def run_as_tasks(jobs: list[ShardJob], workers: int = 0) -> list[ShardInfo]:
+    """A JobRunner for a flow body: one Prefect task per shard on the flow's task runner (threads,
+    or a Dask cluster with prefect-dask's DaskTaskRunner), results in job order. `workers` is the
+    task runner's business and ignored here."""
+    return write_shard_task.map(jobs).result()
+
+
 def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Path,
-                    check: Callable[[Path], None] | None = None) -> Shards:
-    """Write the shards (unless these inputs were done before); `check` sees the finished folder
-    before it is published and may raise to keep it from ever being seen."""
+                    check: Callable[[Path], None] | None = None,
+                    run: JobRunner = run_jobs) -> Shards:
+    """Write the shards (unless these inputs were done before) with `run`; `check` sees the
+    finished folder before it is published and may raise to keep it from ever being seen."""
     vocab_sha = sha256_file(raw.vocab_file)
     out = home / "shards" / shard_key(raw, data, model, vocab_sha)
     if not (out / "manifest.json").is_file():
@@ -97,7 +114,7 @@ def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Pa
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
             jobs = [job for split in SPLITS for job in split_jobs(raw, split, data, model, tmp)]
-            infos = run_jobs(jobs, data.workers)
+            infos = run(jobs, data.workers)
             write_json(tmp / "manifest.json", _manifest(raw, data, model, vocab_sha, infos))
             if check:
                 check(tmp)
@@ -122,14 +139,20 @@ def _manifest(raw: RawData, data: DataConfig, model: ModelConfig, vocab_sha: str
             "shard_size": data.shard_size, "splits": splits}
 
 
-@task(name="tokenize", **BY_CONTENT)
-def tokenize(raw: RawData, data: DataConfig, model: ModelConfig, home: str) -> Shards:
+def tokenize_stage(raw: RawData, data: DataConfig, model: ModelConfig, home: str,
+                   run: JobRunner = run_jobs) -> Shards:
     """Write every split as Parquet and TFRecord shards, checked against the shard contract
-    before they are published (skipped if these inputs were done)."""
-    shards = tokenize_splits(raw, data, model, Path(home), check=lambda folder: publish(
+    before they are published (skipped if these inputs were done). Runs in a task or a flow."""
+    shards = tokenize_splits(raw, data, model, Path(home), run=run, check=lambda folder: publish(
         validate_shard_splits(folder, raw), key="shard-validation"))
     create_table_artifact(
         key="tokenized-shards", description=f"Shards in {shards.shard_dir}",
         table=[{"split": s, "rows": n} for s, n in shards.rows.items()])
     get_run_logger().info("shards in %s: %s", shards.shard_dir, shards.rows)
     return shards
+
+
+@task(name="tokenize", **BY_CONTENT)
+def tokenize(raw: RawData, data: DataConfig, model: ModelConfig, home: str) -> Shards:
+    """The tokenize stage on a local process pool, cached by its inputs."""
+    return tokenize_stage(raw, data, model, home)
