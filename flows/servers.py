@@ -38,7 +38,10 @@ def wait_until_up(url: str, timeout_s: float = 120.0) -> None:
 
 def start_uis(home: Path, prefect_port: int, mlflow_port: int) -> list[subprocess.Popen]:
     """Both servers started and answering; the caller stops them."""
+    # `prefect server start --port` does not tell the UI where its API is: the UI would call
+    # :4200/api (or PREFECT_API_URL) unless PREFECT_SERVER_UI_API_URL names this server.
     env = {**os.environ, "PREFECT_HOME": str(home / "prefect"),
+           "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api",
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     servers = [subprocess.Popen(prefect_command(prefect_port), env=env),
                subprocess.Popen(mlflow_command(home, mlflow_port), env=env)]
