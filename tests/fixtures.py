@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import zipfile
@@ -14,6 +15,13 @@ HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 WORDS = ("the company said its shares rose in early trading on monday after profit "
          "reports beat forecasts while analysts expected lower sales of new cars").split()
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", '"', "'", ",", ".", "-", "s", "t"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (a server started next may take it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _sentence(rng: random.Random, n: int) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from flows.servers import prefect_command, stop, wait_until_up
 from flows.summary import task_states
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
 from tasks.mlflow_store import tracking_uri
+from tests.fixtures import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +36,6 @@ class Server:
     url: str  # the API: http://127.0.0.1:<port>/api
     home: Path  # PREFECT_HOME of the server and of every command; command logs go here too
     env: dict[str, str]  # the environment of the commands run against it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def quiet_env(home: Path) -> dict[str, str]:

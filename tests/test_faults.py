@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,17 +21,11 @@ import pytest
 from flows.finetune import finetune_mrpc
 from flows.summary import summarize
 from tasks.config import ModelConfig, PipelineConfig, RowBounds, TrainConfig
-from tests.fixtures import run_bertflow, write_msr_files
+from tests.fixtures import free_port, run_bertflow, write_msr_files
 
 BOUNDS = RowBounds(train=(1, 100), dev=(1, 100), test=(1, 100))
 BOUNDS_YAML = "data:\n  row_bounds: {train: [1, 100], dev: [1, 100], test: [1, 100]}\n"
 TINY_RUN = ["--max-seq-length", "32", "--epochs", "1", "--batch-size", "4"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _mlflow_server(port: int, root: Path) -> subprocess.Popen:
@@ -60,7 +53,7 @@ def _mlflow_server(port: int, root: Path) -> subprocess.Popen:
 def test_tracking_server_down_during_register_then_a_rerun_registers_without_training(
         tiny_sources, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # Prefect's retries, not MLflow's
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     cfg = PipelineConfig(home=str(tmp_path / "home"), data=tiny_sources,
                          model=ModelConfig(max_seq_length=32),

@@ -9,7 +9,6 @@ twice under one run key), v4 collapsed with the best F1 (never champion).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from tasks.mlflow_store import TransientRegistryError, is_transient, open_store,
 from tasks.promotion import register_and_promote
 from tasks.register import RUN_KEY_TAG, load_model, log_training_run, predict_pairs, register
 from tests.artifacts import flow_artifact
-from tests.fixtures import tiny_vocab
+from tests.fixtures import free_port, tiny_vocab
 
 MAX_SEQ = 16
 PAIRS = [("the company said its shares rose on monday", "shares rose in early trading"),
@@ -223,9 +222,7 @@ def test_load_model_without_a_store_says_so(tmp_path):
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 GET_BY_NAME = "/api/2.0/mlflow/experiments/get-by-name"
