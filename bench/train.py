@@ -19,13 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-
-# Run as a script, this file's folder heads sys.path, where bench/tokenize.py would shadow the
-# standard library's `tokenize`: drop the folder first.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
+import argparse
 import json
 import resource
 import subprocess

@@ -38,7 +38,7 @@ from tasks.validate import publish, validate_shard_splits
 SHARD_FORMAT = 1  # bump when the bytes written for the same inputs change
 LABELED = {"train": True, "dev": True, "test": False}
 # One process tokenizes ~20k MRPC pairs/s; starting workers costs ~1.3 s (measured here, 2 cores),
-# so a pool pays off only past ~50k pairs. See bench/tokenize.py.
+# so a pool pays off only past ~50k pairs. See bench/tokenization.py.
 PARALLEL_MIN_ROWS = 50_000
 # Writes every shard of a list of jobs (given a worker count) and returns their infos in job order.
 JobRunner = Callable[[list[ShardJob], int], list[ShardInfo]]

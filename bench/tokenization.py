@@ -9,20 +9,13 @@
 
 Prints a table, then as its last line one JSON object with the figures.
 
-    python bench/tokenize.py [--quick] [--shared ../shared] [--pairs 100000]
+    python bench/tokenization.py [--quick] [--shared ../shared] [--pairs 100000]
 """
 
 from __future__ import annotations
 
-import os
 import sys
-
-# Run as a script, this file's folder heads sys.path and the file would shadow the standard
-# library's `tokenize` (imported by inspect, linecache, ...): drop the folder first.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
+import argparse
 import csv
 import json
 import shutil
@@ -139,15 +132,19 @@ def main() -> None:
 
     rate = {"ours_stage": pairs / t_ours, "tokenizers_encode": pairs / t_fast,
             "plain_python": len(sample) / t_plain}
-    print(f"{'':34}{'pairs/s':>10}{'ours / this':>13}")
+    table = [f"{'':34}{'pairs/s':>10}{'ours / this':>13}"]
     for name, label in (("ours_stage", "ours: whole stage, both formats"),
                         ("tokenizers_encode", "tokenizers encode_batch (raw)"),
                         ("plain_python", "plain pure-Python FullTokenizer")):
-        print(f"{label:34}{rate[name]:>10,.0f}{rate['ours_stage'] / rate[name]:>12.2f}x")
+        table.append(f"{label:34}{rate[name]:>10,.0f}{rate['ours_stage'] / rate[name]:>12.2f}x")
+    print("\n".join(table))
     result = {"bench": "tokenize", "pairs": pairs, "workers": args.workers, "repeats": repeats,
               "pairs_per_s": {k: round(v, 1) for k, v in rate.items()},
               "ratio_vs_tokenizers": round(rate["ours_stage"] / rate["tokenizers_encode"], 3),
               "ratio_vs_plain_python": round(rate["ours_stage"] / rate["plain_python"], 3)}
+    if not args.quick:
+        (ROOT / "bench" / "results" / "tokenize.txt").write_text("\n".join(table) + "\n")
+        (ROOT / "bench" / "results" / "tokenize.json").write_text(json.dumps(result) + "\n")
     print(json.dumps(result))
 
 
