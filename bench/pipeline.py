@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 if __name__ == "__main__":  # run as a script: `bench` (for bench.accuracy) from the checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -17,12 +17,12 @@ Prints a table of ratios (ours / HF) and, as its last line, one JSON object with
 
 from __future__ import annotations
 
-import os
-import sys
 import argparse
 import json
+import os
 import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 
