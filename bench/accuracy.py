@@ -49,8 +49,10 @@ BUCKETS = (24, 32, 40, 48, 56, 64, 72, 80, 96)
 # `hf_padding`: the anchor for the wall-time target pads every pair to 128 ("max_length", as
 # run_glue does by default); elsewhere HF pads each batch to its longest pair ("longest", run_glue's
 # --pad_to_max_length False), which leaves the accuracy alone and halves HF's time.
+# A setting may also set `batch_size` and `warmup_proportion` (default: the recipe's 32 and 0.1).
 SETTINGS = {"recipe": {"learning_rate": 2e-5, "epochs": 3.0, "hf_padding": "max_length"},
             "better": {"learning_rate": 2e-5, "epochs": 2.0, "hf_padding": "longest"}}
+TRAIN_KEYS = ("learning_rate", "epochs", "batch_size", "warmup_proportion")
 
 
 @contextlib.contextmanager
@@ -101,10 +103,12 @@ def bertflow_run(args: list[str]) -> dict:
     return summary
 
 
-def run_ours(common: list[str], setting: dict, seed: int) -> dict:
-    summary = bertflow_run([*common, "--seed", str(seed),
-                            "--learning-rate", str(setting["learning_rate"]),
-                            "--epochs", str(setting["epochs"])])
+def run_ours(common: list[str], home: Path, setting: dict, seed: int) -> dict:
+    """`bertflow run` of `setting` with length bucketing, its train section given as a config."""
+    config = home.parent / f"{home.name}-train.yaml"
+    config.write_text(json.dumps({"train": {"bucket_boundaries": list(BUCKETS), **{
+        k: v for k, v in setting.items() if k in TRAIN_KEYS}}}))
+    summary = bertflow_run([*common, "--config", str(config), "--seed", str(seed)])
     if summary["tasks"]["train"]["state"] != "Completed":  # a cached model times nothing
         sys.exit(f"train was {summary['tasks']['train']['state']} in this --home: use a new one")
     metrics = summary["dev_metrics"]
@@ -116,8 +120,7 @@ def run_ours(common: list[str], setting: dict, seed: int) -> dict:
 
 # --- Hugging Face's fine-tune, in a worker process of its own -----------------------------------
 
-def hf_finetune(shared: Path, learning_rate: float, epochs: float, seed: int,
-                padding: str) -> dict:
+def hf_finetune(shared: Path, setting: dict, seed: int) -> dict:
     import numpy as np
     import torch
     from sklearn.metrics import accuracy_score, f1_score
@@ -128,6 +131,7 @@ def hf_finetune(shared: Path, learning_rate: float, epochs: float, seed: int,
     from data_contracts.reader import read_tsv
 
     hf_dir = shared / "checkpoints" / "minilm-l3-h384-uncased-hf"
+    padding, batch_size = setting["hf_padding"], setting.get("batch_size", 32)
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
@@ -148,10 +152,12 @@ def hf_finetune(shared: Path, learning_rate: float, epochs: float, seed: int,
                "weight_decay": 0.01},
               {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
                "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
-    steps, warmup = train_steps(len(train_set), 32, epochs, 0.1)
+    optimizer = torch.optim.AdamW(groups, lr=setting["learning_rate"])
+    steps, warmup = train_steps(len(train_set), batch_size, setting["epochs"],
+                                setting.get("warmup_proportion", 0.1))
     schedule = get_linear_schedule_with_warmup(optimizer, warmup, steps)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, drop_last=True,
+    loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True,
+                                         drop_last=True,
                                          generator=torch.Generator().manual_seed(seed))
     model.train()
     done = 0
@@ -193,8 +199,7 @@ def hf_finetune(shared: Path, learning_rate: float, epochs: float, seed: int,
 
 def run_hf(shared: Path, setting: dict, seed: int) -> dict:
     cmd = [sys.executable, __file__, "--hf-worker", "--shared", str(shared), "--seeds", str(seed),
-           "--learning-rate", str(setting["learning_rate"]), "--epochs", str(setting["epochs"]),
-           "--hf-padding", setting["hf_padding"]]
+           "--setting", json.dumps(setting)]
     start, cpu = time.perf_counter(), children_cpu_s()
     done = subprocess.run(cmd, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -221,7 +226,7 @@ def summarize(runs: list[dict]) -> dict:
             continue
         first = group["ours"][0]
         row = {"seeds": sorted({r["seed"] for r in group["ours"]}),
-               **{k: first[k] for k in ("learning_rate", "epochs", "hf_padding")}}
+               **{k: first[k] for k in (*TRAIN_KEYS, "hf_padding") if k in first}}
         for impl, rs in group.items():
             for key in ("accuracy", "f1", "train_s", "command_s", "command_cpu_s"):
                 row[f"{impl}_{key}"] = mean_sd([r[key] for r in rs])
@@ -248,13 +253,20 @@ def report(runs: list[dict], summary: dict) -> str:
             ratios = (f"{row['train_ratio']:.3f} | {row['command_ratio']:.3f} | "
                       f"{row['command_cpu_ratio']:.3f}" if impl == "ours" else "1 | 1 | 1")
             lines.append(
-                f"| {setting} (lr {row['learning_rate']:g}, {row['epochs']:g} ep) | "
+                f"| {setting} ({describe(row)}) | "
                 f"{impl if impl == 'ours' else 'HF, pad ' + row['hf_padding']} | "
                 f"{row[f'{impl}_accuracy'][0]:.4f} +/- {row[f'{impl}_accuracy'][1]:.4f} | "
                 f"{row[f'{impl}_f1'][0]:.4f} +/- {row[f'{impl}_f1'][1]:.4f} | "
                 f"{row[f'{impl}_collapsed']}/{len(row['seeds'])} | "
                 f"{row[f'{impl}_train_s'][0]:.1f} | {ratios} |")
     return "\n".join(lines) + "\n"
+
+
+def describe(setting: dict) -> str:
+    """'lr 2e-05, 3 ep', plus batch and warmup where they are not the recipe's."""
+    extra = "".join(f", {label} {setting[key]:g}" for key, label in
+                    (("batch_size", "batch"), ("warmup_proportion", "warmup")) if key in setting)
+    return f"lr {setting['learning_rate']:g}, {setting['epochs']:g} ep{extra}"
 
 
 def load_runs(path: Path) -> list[dict]:
@@ -272,45 +284,51 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="forget runs already in --out")
     parser.add_argument("--quick", action="store_true",
                         help="0.05 epoch, one seed, the recipe only; results to a temp folder")
+    parser.add_argument("--probe", type=json.loads, metavar="JSON",
+                        help='search: ours only, first seed only, one setting given as JSON, e.g. '
+                             '\'{"learning_rate": 3e-5, "epochs": 3}\' (the rest as "recipe"); '
+                             'appended to accuracy_search.jsonl in --out')
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--learning-rate", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--hf-padding", help=argparse.SUPPRESS)
+    parser.add_argument("--setting", type=json.loads, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.hf_worker:
-        print(json.dumps(hf_finetune(opts.shared, opts.learning_rate, opts.epochs, opts.seeds[0],
-                                     opts.hf_padding)))
+        print(json.dumps(hf_finetune(opts.shared, opts.setting, opts.seeds[0])))
         return
     settings = {name: SETTINGS[name] for name in opts.settings}
+    log_name = "accuracy.jsonl"
     if opts.quick:
         opts.seeds, opts.out = opts.seeds[:1], Path(tempfile.mkdtemp(prefix="bertflow-acc-"))
         settings = {"recipe": {**SETTINGS["recipe"], "epochs": 0.05}}
+    if opts.probe:
+        opts.seeds, opts.impls, log_name = opts.seeds[:1], ["ours"], "accuracy_search.jsonl"
+        settings = {"better": {**SETTINGS["recipe"], "hf_padding": "longest", **opts.probe}}
     opts.out.mkdir(parents=True, exist_ok=True)
-    log = opts.out / "accuracy.jsonl"
+    log = opts.out / log_name
     if opts.fresh:
         log.unlink(missing_ok=True)
     runs = load_runs(log)
     home = opts.home or Path(tempfile.mkdtemp(prefix="bertflow-acc-home-"))
-    config = home.parent / f"{home.name}-bucketed.yaml"
-    config.write_text(json.dumps({"train": {"bucket_boundaries": list(BUCKETS)}}))
+    code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, text=True,
+                          capture_output=True).stdout.strip()  # which bertflow each run measured
     with loopback(opts.shared) as base:
-        common = ["--home", str(home), "--config", str(config),
-                  *served_sources(opts.shared, base)]
+        common = ["--home", str(home), *served_sources(opts.shared, base)]
         for name, setting in settings.items():
             for seed in opts.seeds:
                 for impl in opts.impls:
                     if any(r["setting"] == name and r["seed"] == seed and r["impl"] == impl
                            and all(r[k] == v for k, v in setting.items()) for r in runs):
                         continue
-                    result = (run_ours(common, setting, seed) if impl == "ours"
+                    result = (run_ours(common, home, setting, seed) if impl == "ours"
                               else run_hf(opts.shared, setting, seed))
-                    result.update(setting=name, seed=seed, impl=impl, **setting)
+                    result.update(setting=name, seed=seed, impl=impl, **setting, code=code)
                     runs.append(result)
                     with open(log, "a") as f:
                         f.write(json.dumps(result) + "\n")
-                    print(f"{name} seed {seed} {impl}: accuracy {result['accuracy']:.4f} "
+                    print(f"{name} ({describe(setting)}) seed {seed} {impl}: accuracy {result['accuracy']:.4f} "
                           f"f1 {result['f1']:.4f}, train {result['train_s']:.1f} s, "
                           f"command {result['command_s']:.1f} s", flush=True)
+    if opts.probe:
+        return
     summary = summarize(runs)
     table = report(runs, summary)
     print(table)

@@ -9,6 +9,11 @@
     step       forward, cross-entropy, backward, global-norm clip 1.0, AdamW update
     timing     the steps after warm-up steps (tracing), examples/second; each measurement in a
                process of its own, whose peak RSS is reported
+    runs       keras: ours as `bertflow run` trains, with the environment it sets (flows/cli.py
+               TENSORFLOW_ENV: TensorFlow's pooled CPU allocator) and the fused AdamW step;
+               what each is worth: keras-malloc (TensorFlow's default allocator), keras-unfused
+               (the portable keras.ops AdamW step, as on JAX); keras-xla: the train step
+               XLA-compiled; hf: the anchor
 
 Prints a table of ratios (ours / HF) and, as its last line, one JSON object with the figures.
 
@@ -29,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+IMPLS = ["keras", "keras-malloc", "keras-unfused", "keras-xla", "hf"]
 SEQ, BATCH, LABELS = 128, 32, 2
 CONFIGS = {"tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=512),
@@ -82,7 +88,7 @@ def batches(lengths: np.ndarray, steps: int, boundaries: list[int] | None, seed:
     return out
 
 
-def run_keras(config: dict, data, warmup: int, jit: bool) -> float:
+def run_keras(config: dict, data, warmup: int, jit: bool, fused: bool = True) -> float:
     import keras
 
     from bert_core.config import BertConfig
@@ -91,7 +97,9 @@ def run_keras(config: dict, data, warmup: int, jit: bool) -> float:
 
     keras.utils.set_random_seed(0)
     model = BertClassifier.from_bert_config(BertConfig(**config), num_labels=LABELS)
-    model.compile(optimizer=create_optimizer(2e-5, 10_000, 1_000),
+    optimizer = create_optimizer(2e-5, 10_000, 1_000)
+    optimizer.fused = fused
+    model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=jit)
     feed = [({"input_ids": i, "input_mask": m, "segment_ids": s}, y) for i, m, s, y in data]
@@ -140,7 +148,8 @@ def worker(args) -> None:
     if args.impl == "hf":
         seconds = run_hf(config, data, args.warmup)
     else:
-        seconds = run_keras(config, data, args.warmup, jit=args.impl == "keras-xla")
+        seconds = run_keras(config, data, args.warmup, jit=args.impl == "keras-xla",
+                            fused=args.impl != "keras-unfused")
     tokens = sum(int(b[1].shape[1]) for b in data[args.warmup:]) / args.steps
     print(json.dumps({"examples_per_second": args.steps * BATCH / seconds,
                       "mean_padded_length": tokens,
@@ -152,7 +161,13 @@ def measure(impl: str, config: str, buckets: str | None, opts) -> dict:
            "--steps", str(opts.steps), "--warmup", str(opts.warmup), "--shared", str(opts.shared)]
     if buckets:
         cmd += ["--bucketed", "--buckets", buckets]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    from flows.cli import TENSORFLOW_ENV
+
+    # ours runs with the environment `bertflow run` gives TensorFlow (its pooled CPU allocator);
+    # keras-malloc with TensorFlow's default allocator, to show what that choice is worth
+    env = {**os.environ, **TENSORFLOW_ENV, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    if impl == "keras-malloc":
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "false"
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"{impl} {config} failed:\n{done.stderr[-3000:]}")
@@ -165,7 +180,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--impls", nargs="+", default=["keras", "keras-xla", "hf"])
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=IMPLS)
     parser.add_argument("--buckets", default="32,48,64,80,96",
                         help="upper bounds of the length buckets (the last one is 128)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")

@@ -94,12 +94,35 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         m, v = self._m[index], self._v[index]
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
+        if self.fused and keras.backend.backend() == "tensorflow":
+            return self._fused_tensorflow_step(g, variable, m, v, lr, self._decay[index])
         self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * g)
         self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * ops.square(g))
         update = m / (ops.sqrt(v) + self.epsilon)
         if self._decay[index]:
             update = update + self.weight_decay_rate * variable
         self.assign_sub(variable, lr * update)
+
+    # The step above allocates a dozen full-size temporaries per variable, 47 MB each for the
+    # word-embedding table, and on CPU that allocation and the passes over memory were a third of
+    # a training profile. TensorFlow's fused Adam kernel updates w, m and v in place in one pass:
+    #     m <- m + (g - m)(1 - b1);  v <- v + (g^2 - v)(1 - b2);  w <- w - lr_t m / (sqrt(v) + eps)
+    # with lr_t = lr sqrt(1 - b2_power) / (1 - b1_power), which with both powers 0 is lr: the same
+    # step without bias correction. The decay goes first, w <- w - lr wd w, which sums to BERT's
+    # w - lr (m / (sqrt(v) + eps) + wd w). Equal to the step above up to float rounding.
+    fused = True
+
+    def _fused_tensorflow_step(self, g, variable, m, v, lr, decay: bool):
+        import tensorflow as tf
+
+        if decay:
+            self.assign_sub(variable, (lr * self.weight_decay_rate) * variable)
+        zero = tf.constant(0.0, variable.dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=m.handle, v=v.handle, beta1_power=zero, beta2_power=zero,
+            lr=lr, beta1=tf.constant(self.beta_1, variable.dtype),
+            beta2=tf.constant(self.beta_2, variable.dtype),
+            epsilon=tf.constant(self.epsilon, variable.dtype), grad=tf.convert_to_tensor(g))
 
     def get_config(self):
         return {**super().get_config(), "weight_decay_rate": self.weight_decay_rate,

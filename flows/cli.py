@@ -20,8 +20,20 @@ Home = Annotated[Path, typer.Option(help="All state: caches, shards, models, Pre
 DEFAULT_HOME = Path(".bertflow")
 
 
+# TensorFlow reads these when it is first imported, so they are set before any task module loads.
+# A user's own value wins. prefect.yaml gives its deployments the same (job_variables.env).
+TENSORFLOW_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    # TensorFlow's pooled (BFC) CPU allocator: the default hands every large temporary of the
+    # AdamW update to malloc, which maps it anew each step, and page faults took 19% of a
+    # training profile. Pooled: +33% examples/s padded, +15% bucketed (bench/train.py).
+    "TF_CPU_ALLOCATOR_USE_BFC": "true",
+}
+
+
 def _use_home(home: Path) -> Path:
-    """Point Prefect's local state at the home, and keep every tool's telemetry off."""
+    """Point Prefect's local state at the home, keep every tool's telemetry off, and set
+    TensorFlow's environment."""
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
@@ -30,7 +42,7 @@ def _use_home(home: Path) -> Path:
                         # the temporary API server a run without PREFECT_API_URL uses
                         ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"),
                         ("MLFLOW_DISABLE_TELEMETRY", "true"), ("GX_ANALYTICS_ENABLED", "false"),
-                        ("TF_CPP_MIN_LOG_LEVEL", "2")):
+                        *TENSORFLOW_ENV.items()):
         os.environ.setdefault(name, value)
     return home
 

@@ -18,6 +18,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.cli import TENSORFLOW_ENV
 from flows.servers import prefect_command, stop, wait_until_up
 from flows.summary import task_states
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
@@ -113,6 +114,8 @@ def test_deploy_all_creates_the_weekly_and_the_on_demand_deployment(server, depl
     for deployment in (weekly, sweep):  # the worker runs the flows from this checkout
         assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
             "directory": str(ROOT)}}]
+        # with the environment `bertflow run` gives TensorFlow (its pooled CPU allocator)
+        assert deployment.job_variables == {"env": TENSORFLOW_ENV}
     listed = prefect(server, "deployment", "ls")
     assert WEEKLY in listed and "sweep-mrpc/sweep" in listed
 
