@@ -17,6 +17,9 @@ import numpy as np
 
 from bert_core.tokenization import FullTokenizer
 
+FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids")  # the model's inputs, in this order
+PARAPHRASE = 1  # MRPC's label "1": the two sentences are paraphrases (GLUE's F1 is of this class)
+
 CLS, SEP = "[CLS]", "[SEP]"
 
 

@@ -15,10 +15,8 @@ import keras
 import numpy as np
 
 from bert_core.config import BertConfig
+from bert_core.features import FEATURE_NAMES, PARAPHRASE  # noqa: F401  (the model's inputs, classes)
 from bert_core.layers import PositionEmbedding, TransformerLayer, truncated_normal
-
-FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids")
-PARAPHRASE = 1  # MRPC's label "1": the two sentences are paraphrases (GLUE's F1 is of this class)
 
 
 def softmax(logits) -> np.ndarray:

@@ -20,21 +20,26 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 from matplotlib.figure import Figure
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from sklearn import metrics as skm
 
-from bert_core.model import PARAPHRASE, softmax  # also registers the models for loading
+from bert_core.features import PARAPHRASE
 from tasks.atomic import publish_dir, write_json
 from tasks.caching import BY_CONTENT
 from tasks.config import EvalConfig
 from tasks.records import EvalReport, TrainedModel
 from tasks.shards import read_parquet_features
 from tasks.tokenize import Shards
+
+# Keras (and TensorFlow under it) is imported where a model is loaded, not here: a run whose
+# evaluate task is cached never pays the ~5 s import.
+if TYPE_CHECKING:
+    import keras
 
 REPORT_FORMAT = 1  # bump when the files written for the same inputs change
 POSITIVE = PARAPHRASE  # GLUE's MRPC F1 is the F1 of this class
@@ -44,6 +49,7 @@ def predict_split(model: keras.Model, shards: Shards, split: str,
                   batch_size: int) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Class probabilities (n, num_labels), label ids (None for an unlabeled split) and guids of
     every example of `split`, shard by shard in manifest order."""
+    from bert_core.model import softmax
     manifest = json.loads(shards.manifest.read_text())
     entry = manifest["splits"][split]
     probs = [np.zeros((0, len(manifest["labels"])))]
@@ -275,6 +281,10 @@ def evaluate_model(trained: TrainedModel, shards: Shards, cfg: EvalConfig,
     """Predict dev and test and write the report folder (or read it back if already written)."""
     if (out_dir / "metrics.json").is_file():
         return read_report(out_dir)
+    import keras
+
+    import bert_core.model  # noqa: F401  (registers BertClassifier for load_model)
+
     model = keras.saving.load_model(trained.keras_file)
     dev = predict_split(model, shards, "dev", cfg.batch_size)
     test_probs, _, _ = predict_split(model, shards, "test", cfg.batch_size)

@@ -18,7 +18,6 @@ import time
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -31,7 +30,7 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 import bert_core
-from bert_core.model import FEATURE_NAMES
+from bert_core.features import FEATURE_NAMES
 from tasks.caching import BY_CONTENT
 from tasks.config import RegistryConfig
 from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, open_store,
@@ -54,6 +53,8 @@ _log = logging.getLogger(__name__)
 
 def pip_requirements() -> list[str]:
     """The serving environment, pinned to what runs here (no inference: it costs seconds)."""
+    import keras
+
     backend = keras.config.backend()
     names = (_BACKEND_PACKAGE.get(backend, backend), "keras", "numpy", "pandas")
     return [f"{name}=={installed_version(name)}" for name in names]
@@ -104,6 +105,10 @@ def _log_files(client, run_id: str, trained: TrainedModel, report: EvalReport,
 def log_models(client, run_id: str, trained: TrainedModel) -> None:
     """The Keras model (features -> logits) and the served classifier (text -> probability).
     Ends the run: FINISHED when both are logged, FAILED otherwise."""
+    import keras  # here, not at the top: a cached register never pays TensorFlow's import
+
+    import bert_core.model  # noqa: F401  (registers BertClassifier for load_model)
+
     model = keras.saving.load_model(trained.keras_file, compile=False)
     requirements = pip_requirements()
     config = {"max_seq_length": trained.max_seq_length, "do_lower_case": trained.do_lower_case,

@@ -22,14 +22,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 from prefect import get_run_logger, task
 
 from bert_core.checkpoint import load_pretrained, read_checkpoint
 from bert_core.config import BertConfig
-from bert_core.model import BertClassifier
-from bert_core.optimizer import create_optimizer, train_steps
 from tasks.atomic import exclusive, publish_dir, write_json
 from tasks.caching import BY_CONTENT
 from tasks.config import ModelConfig, TrainConfig
@@ -38,55 +36,13 @@ from tasks.fetch import sha256_file
 from tasks.records import TrainedModel
 from tasks.tokenize import Shards
 
+# Keras (and TensorFlow under it) is imported where training needs it, not here: a run whose
+# train task is cached never pays the ~5 s import (bench/pipeline.py's warm rerun).
+if TYPE_CHECKING:
+    from bert_core.model import BertClassifier
+
 logger = logging.getLogger(__name__)
 TRAIN_FORMAT = 1  # bump when the same inputs would train a different model
-
-
-class StopAtStep(keras.callbacks.Callback):
-    """End training after exactly `steps` optimizer updates, counting those before a resume."""
-
-    def __init__(self, steps: int):
-        super().__init__()
-        self.steps = steps
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
-            self.model.stop_training = True
-
-
-class StepHistory(keras.callbacks.Callback):
-    """Per-step loss and learning rate, appended to a JSON-lines file that survives a kill."""
-
-    def __init__(self, path: Path, batch_size: int, log: Callable[[str], None], every: int = 10):
-        super().__init__()
-        self.path, self.batch_size, self.log, self.every = path, batch_size, log, every
-
-    def on_train_begin(self, logs=None):
-        self.start_step = int(self.model.optimizer.iterations.numpy())
-        self.start = time.perf_counter()
-        if self.start_step:  # BackupAndRestore (called before us) restored a killed run
-            self._append({"resumed_from_step": self.start_step})
-            self.log(f"resumed from the backup at step {self.start_step}")
-
-    def _append(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def on_train_batch_begin(self, batch, logs=None):
-        # The learning rate this step's update uses (the schedule at the iteration count before it).
-        self.learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-    def on_train_batch_end(self, batch, logs=None):
-        step, lr = int(self.model.optimizer.iterations.numpy()), self.learning_rate
-        record = {"step": step, "loss": float(logs["loss"]), "learning_rate": lr}
-        self._append(record)
-        if step % self.every == 0:
-            rate = (step - self.start_step) * self.batch_size / (time.perf_counter() - self.start)
-            self.log(f"step {step}: loss {record['loss']:.4f}, lr {lr:.3g}, {rate:.1f} examples/s")
-
-    def on_epoch_end(self, epoch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        self._append({"epoch": epoch + 1, "step": step, **{k: float(v) for k, v in logs.items()}})
 
 
 def train_key(shards: Shards, raw: RawData, model: ModelConfig, train: TrainConfig) -> str:
@@ -98,6 +54,8 @@ def train_key(shards: Shards, raw: RawData, model: ModelConfig, train: TrainConf
 def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig,
                      log: Callable[[str], None]) -> BertClassifier:
     """The classifier, initialised from the checkpoint (logging what came from it) or random."""
+    from bert_core.model import BertClassifier
+
     checkpoint = read_checkpoint(raw.checkpoint_dir)
     config = checkpoint.config
     if train.architecture == "bert-tiny":
@@ -163,6 +121,8 @@ def bucketed(examples, boundaries: tuple[int, ...], max_seq_length: int, batch_s
 
 def _distribution_scope():
     """Several GPUs: a MirroredStrategy scope; otherwise nothing."""
+    import keras
+
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -174,6 +134,8 @@ def _distribution_scope():
 @contextlib.contextmanager
 def _dtype_policy(mixed: bool):
     """Mixed precision for the model built inside, without leaving a global policy behind."""
+    import keras
+
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
@@ -185,6 +147,11 @@ def _dtype_policy(mixed: bool):
 def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, work: Path,
         log: Callable[[str], None]) -> tuple[BertClassifier, int, float]:
     """Train in `work` (backups and history live there); returns the model, its steps, seconds."""
+    import keras
+
+    from bert_core.optimizer import create_optimizer, train_steps
+    from tasks.callbacks import StepHistory, StopAtStep
+
     keras.utils.set_random_seed(train.seed)
     n_train = json.loads(shards.manifest.read_text())["splits"]["train"]["rows"]
     steps, warmup = train_steps(n_train, train.batch_size, train.epochs, train.warmup_proportion)

@@ -24,6 +24,18 @@ def test_console_script_prints_help():
     assert "checkpoint" in result.stdout and "encode" in result.stdout
 
 
+def test_the_flows_load_without_a_deep_learning_framework():
+    """A rerun whose tasks are all cached runs no model, so it must not wait for TensorFlow's
+    import (~5 s of the warm rerun's target of 20 s): the task modules import Keras where a
+    model is built or loaded."""
+    script = ("import sys, flows.finetune, flows.sweep, flows.summary; print(sorted(m for m in "
+              "('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]"]
+
+
 @pytest.mark.shared
 def test_encode_prints_the_golden_ids(shared_vocab):
     result = runner.invoke(app, ["encode", "--vocab", str(shared_vocab), GOLDEN_A, GOLDEN_B])
