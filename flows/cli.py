@@ -27,9 +27,10 @@ DEFAULT_HOME = Path(".bertflow")
 # A user's own value wins. prefect.yaml gives its deployments the same (job_variables.env).
 TENSORFLOW_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
-    # TensorFlow's pooled (BFC) CPU allocator: the default hands every large temporary of the
-    # AdamW update to malloc, which maps it anew each step, and page faults took 19% of a
-    # training profile. Pooled: +33% examples/s padded, +15% bucketed (bench/train.py).
+    # TensorFlow's pooled (BFC) CPU allocator: the default hands every large temporary to malloc,
+    # which maps it anew each step; page faults took 19% of a training profile. Pooled, MiniLM-L3
+    # padded (bench/train.py): peak RSS 1.76x -> 1.44x of Hugging Face's, and 4-33% more
+    # examples/s on the two machines measured.
     "TF_CPU_ALLOCATOR_USE_BFC": "true",
 }
 
@@ -53,8 +54,8 @@ def _use_home(home: Path) -> Path:
 @contextmanager
 def _prefect_api_starting() -> Iterator[None]:
     """Without PREFECT_API_URL, Prefect starts a temporary API server when the flow first calls
-    it (~8 s here). Start it now instead, beside the imports of the flow's modules (TensorFlow,
-    Keras, MLflow: ~9 s), and wait for it on leaving. A cached rerun is mostly these two. If the
+    it (~8 s here). Start it now instead, beside the imports of the flow's modules (Prefect's
+    tasks, MLflow, GX), and wait for it on leaving: a cached rerun is mostly these two. If the
     early start fails, the flow's own call starts the server again and reports the error."""
     from prefect.settings import PREFECT_API_URL
 

@@ -50,6 +50,7 @@ def predict_split(model: keras.Model, shards: Shards, split: str,
     """Class probabilities (n, num_labels), label ids (None for an unlabeled split) and guids of
     every example of `split`, shard by shard in manifest order."""
     from bert_core.model import softmax
+
     manifest = json.loads(shards.manifest.read_text())
     entry = manifest["splits"][split]
     probs = [np.zeros((0, len(manifest["labels"])))]
