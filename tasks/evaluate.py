@@ -286,7 +286,9 @@ def evaluate_model(trained: TrainedModel, shards: Shards, cfg: EvalConfig,
 
     import bert_core.model  # noqa: F401  (registers BertClassifier for load_model)
 
-    model = keras.saving.load_model(trained.keras_file)
+    # compile=False: predicting needs no optimizer, and a process whose train task was cached
+    # has never imported (so never registered) the AdamWeightDecay the file was compiled with.
+    model = keras.saving.load_model(trained.keras_file, compile=False)
     dev = predict_split(model, shards, "dev", cfg.batch_size)
     test_probs, _, _ = predict_split(model, shards, "test", cfg.batch_size)
     if dev[0].shape[1] != len(trained.labels):

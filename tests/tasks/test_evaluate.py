@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +217,40 @@ def test_predictions_do_not_depend_on_batch_size(inputs, tmp_path):
     b = evaluate_model(trained, shards, EvalConfig(batch_size=64), tmp_path / "b")
     assert a.confusion_matrix == b.confusion_matrix
     assert a.metrics["loss"] == pytest.approx(b.metrics["loss"], rel=1e-5)
+
+
+EVALUATE_ALONE = """
+import sys
+from pathlib import Path
+from tasks.config import EvalConfig
+from tasks.evaluate import evaluate_model
+from tasks.records import TrainedModel
+from tasks.tokenize import Shards
+trained, shards = TrainedModel.model_validate_json(sys.argv[1]), Shards.model_validate_json(sys.argv[2])
+report = evaluate_model(trained, shards, EvalConfig(batch_size=4), Path(sys.argv[3]))
+print(int(report.metrics["examples"]), "bert_core.optimizer" in sys.modules)
+"""
+
+
+def test_a_trained_model_evaluates_in_a_process_that_never_trained(inputs, tmp_path):
+    """As in a rerun whose train task is cached (or a second run that found the first one's
+    model): the file carries the compiled AdamWeightDecay, and nothing in the process has
+    imported the module that registers it."""
+    import keras
+
+    from bert_core.optimizer import create_optimizer
+
+    trained, shards = inputs
+    model = keras.saving.load_model(trained.keras_file)
+    model.compile(optimizer=create_optimizer(2e-5, 10, 1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained.model_dir, model_dir)
+    model.save(model_dir / "model.keras")
+    compiled = trained.model_copy(update={"model_dir": str(model_dir)})
+
+    done = subprocess.run([sys.executable, "-c", EVALUATE_ALONE, compiled.model_dump_json(),
+                           shards.model_dump_json(), str(tmp_path / "report")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [str(shards.rows["dev"]), "False"]
