@@ -336,7 +336,8 @@ def main() -> None:
                     runs.append(result)
                     with open(log, "a") as f:
                         f.write(json.dumps(result) + "\n")
-                    print(f"{name} ({describe(setting)}) seed {seed} {impl}: accuracy {result['accuracy']:.4f} "
+                    print(f"{name} ({describe(setting)}) seed {seed} {impl}: "
+                          f"accuracy {result['accuracy']:.4f} "
                           f"f1 {result['f1']:.4f}, train {result['train_s']:.1f} s, "
                           f"command {result['command_s']:.1f} s", flush=True)
     if opts.probe:

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from bert_core.config import BertConfig
-from bert_core.features import FEATURE_NAMES, PARAPHRASE  # noqa: F401  (the model's inputs, classes)
+from bert_core.features import FEATURE_NAMES
 from bert_core.layers import PositionEmbedding, TransformerLayer, truncated_normal
 
 

@@ -21,8 +21,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from bert_core.features import encode_pairs
-from bert_core.model import PARAPHRASE, softmax  # also registers BertClassifier for load_model
+from bert_core.features import PARAPHRASE, encode_pairs
+from bert_core.model import softmax  # also registers BertClassifier for load_model
 from bert_core.tokenization import FullTokenizer
 
 BATCH_SIZE = 64
