@@ -62,6 +62,9 @@ class TrainConfig(_Slice):
         "checkpoint", description="The checkpoint's bert_config, or BERT-Tiny's (from scratch).")
     shuffle_buffer: int = Field(100, gt=0, description="run_classifier shuffles with 100.")
     save_every_steps: int = Field(50, gt=0, description="Training checkpoint interval (resume).")
+    save_min_seconds: float = Field(
+        120.0, ge=0, description="...and at least this many seconds between checkpoints: each "
+                                 "one writes the weights and AdamW's moments (MiniLM-L3: ~3 s).")
     bucket_boundaries: tuple[int, ...] = Field(
         (), description="Length bucketing: batch pairs of similar length, each padded only to "
                         "its bucket's bound, e.g. (32, 48, 64, 80, 96). Empty: pad to "

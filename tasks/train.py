@@ -150,7 +150,7 @@ def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, wo
     import keras
 
     from bert_core.optimizer import create_optimizer, train_steps
-    from tasks.callbacks import StepHistory, StopAtStep
+    from tasks.callbacks import SpacedBackup, StepHistory, StopAtStep
 
     keras.utils.set_random_seed(train.seed)
     n_train = json.loads(shards.manifest.read_text())["splits"]["train"]["rows"]
@@ -162,9 +162,8 @@ def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, wo
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            metrics=["accuracy"], jit_compile=train.jit_compile)
     log(f"{n_train} examples, batch {train.batch_size}: {steps} steps, {warmup} warmup")
-    callbacks = [keras.callbacks.BackupAndRestore(str(work / "backup"),
-                                                  save_freq=train.save_every_steps,
-                                                  double_checkpoint=True),
+    callbacks = [SpacedBackup(str(work / "backup"), save_freq=train.save_every_steps,
+                              min_seconds=train.save_min_seconds, double_checkpoint=True),
                  StopAtStep(steps), StepHistory(work / "history.jsonl", train.batch_size, log)]
     start = time.perf_counter()
     classifier.fit(train_dataset(shards, model, train), epochs=math.ceil(steps / steps_per_epoch),

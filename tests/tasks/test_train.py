@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bert_core.optimizer import train_steps
+from tasks.callbacks import SpacedBackup
 from tasks.config import DataConfig, ModelConfig, RowBounds, TrainConfig
 from tasks.download import download_data
 from tasks.tokenize import tokenize_splits
@@ -24,7 +25,8 @@ from tasks.train import train_key, train_model
 from tests.fixtures import write_msr_files, write_release_zip
 
 MODEL = ModelConfig(max_seq_length=32)
-TRAIN = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, save_every_steps=3)
+TRAIN = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, save_every_steps=3,
+                    save_min_seconds=0)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,24 @@ def test_a_killed_run_resumes_from_its_last_backup(inputs, tmp_path):
     resumed = history["resumed_from_step"]
     assert resumed is not None and 40 <= resumed <= killed_at and resumed % 10 == 0
     assert not work.exists()  # backups go once the model is saved
+
+
+@pytest.mark.parametrize(("min_seconds", "backed_up"), [(0, [False, True, True, True]),
+                                                       (3600, [False] * 4)])
+def test_a_due_backup_waits_until_save_min_seconds_have_passed(tmp_path, min_seconds, backed_up):
+    """Due every 2 steps: written at step 2 when no minimum applies, never within the hour."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup, seen = tmp_path / "backup", []
+
+    class AfterEachStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append((backup / "latest.weights.h5").is_file())
+
+    model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=2, verbose=0,
+              callbacks=[SpacedBackup(str(backup), save_freq=2, min_seconds=min_seconds,
+                                      delete_checkpoint=False), AfterEachStep()])
+    assert seen == backed_up
 
 
 def _wait_for_steps(path: Path, steps: int, process: subprocess.Popen, timeout_s: float = 300):
