@@ -329,7 +329,7 @@ def main() -> None:
             for seed in opts.seeds:
                 for impl in opts.impls:
                     if any(r["setting"] == name and r["seed"] == seed and r["impl"] == impl
-                           and all(r[k] == v for k, v in setting.items()) for r in runs):
+                           and all(r.get(k) == v for k, v in setting.items()) for r in runs):
                         continue
                     result = (run_ours(common, home, setting, seed) if impl == "ours"
                               else run_hf(opts.shared, setting, seed))

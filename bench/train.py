@@ -8,7 +8,8 @@
                `bucket_boundaries`, the same tf.data bucketing)
     step       forward, cross-entropy, backward, global-norm clip 1.0, AdamW update
     timing     the steps after warm-up steps (tracing), examples/second; each measurement in a
-               process of its own, whose peak RSS is reported
+               process of its own, whose peak RSS is reported; JAX (in the dev extra) is hidden
+               from both workers, as a `pip install bertflow` environment has none
     runs       keras: ours as `bertflow run` trains, with the environment it sets (flows/cli.py
                TENSORFLOW_ENV: TensorFlow's pooled CPU allocator) and the fused AdamW step;
                what each is worth: keras-malloc (TensorFlow's default allocator), keras-unfused
@@ -141,6 +142,10 @@ def run_hf(config: dict, data, warmup: int) -> float:
 
 def worker(args) -> None:
     """One measurement in this process; prints {"examples_per_second", "peak_rss_mb", ...}."""
+    # As in a `pip install bertflow` environment, which has no JAX (only the dev extra brings it,
+    # for the JAX backend's test): TensorFlow's tflite utilities import JAX whenever it is
+    # installed, +106 MB of RSS before training starts. Hidden for both frameworks alike.
+    sys.modules["jax"] = None
     config = {**CONFIGS[args.config], "vocab_size": 30522}
     boundaries = [int(b) for b in args.buckets.split(",")] if args.bucketed else None
     steps = args.warmup + args.steps
@@ -181,8 +186,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=IMPLS)
-    parser.add_argument("--buckets", default="32,48,64,80,96",
-                        help="upper bounds of the length buckets (the last one is 128)")
+    parser.add_argument("--buckets", default=",".join(map(str, range(16, 112, 2))),
+                        help="upper bounds of the length buckets (the last one is 128); default: "
+                             "every 2 positions, as bench/accuracy.py trains")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
