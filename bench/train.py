@@ -8,8 +8,7 @@
                `bucket_boundaries`, the same tf.data bucketing)
     step       forward, cross-entropy, backward, global-norm clip 1.0, AdamW update
     timing     the steps after warm-up steps (tracing), examples/second; each measurement in a
-               process of its own, whose peak RSS is reported; JAX (in the dev extra) is hidden
-               from both workers, as a `pip install bertflow` environment has none
+               process of its own, whose peak RSS is reported
     runs       keras: ours as `bertflow run` trains, with the environment it sets (flows/cli.py
                TENSORFLOW_ENV: TensorFlow's pooled CPU allocator) and the fused AdamW step;
                what each is worth: keras-malloc (TensorFlow's default allocator), keras-unfused
@@ -90,6 +89,9 @@ def batches(lengths: np.ndarray, steps: int, boundaries: list[int] | None, seed:
 
 
 def run_keras(config: dict, data, warmup: int, jit: bool, fused: bool = True) -> float:
+    from tasks.train import import_tensorflow
+
+    import_tensorflow()  # as the train task does: without JAX, which the dev extra installs
     import keras
 
     from bert_core.config import BertConfig
@@ -142,10 +144,6 @@ def run_hf(config: dict, data, warmup: int) -> float:
 
 def worker(args) -> None:
     """One measurement in this process; prints {"examples_per_second", "peak_rss_mb", ...}."""
-    # As in a `pip install bertflow` environment, which has no JAX (only the dev extra brings it,
-    # for the JAX backend's test): TensorFlow's tflite utilities import JAX whenever it is
-    # installed, +106 MB of RSS before training starts. Hidden for both frameworks alike.
-    sys.modules["jax"] = None
     config = {**CONFIGS[args.config], "vocab_size": 30522}
     boundaries = [int(b) for b in args.buckets.split(",")] if args.bucketed else None
     steps = args.warmup + args.steps
