@@ -156,6 +156,23 @@ def test_a_due_backup_waits_until_save_min_seconds_have_passed(tmp_path, min_sec
     assert seen == backed_up
 
 
+def test_a_training_process_imports_tensorflow_without_jax():
+    """`make install`'s dev extra installs JAX, and TensorFlow's tflite utilities import it when
+    present (+106 MB of RSS): the train task's import leaves it out, and JAX still imports after."""
+    pytest.importorskip("jax")
+    check = ("import sys\n"
+             "from tasks.train import import_tensorflow\n"
+             "import_tensorflow()\n"
+             "assert 'tensorflow' in sys.modules and 'jax' not in sys.modules, sorted(sys.modules)\n"
+             "import keras, jax\n"
+             "print(keras.backend.backend(), jax.numpy.ones(2).sum())\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          env={**os.environ, "KERAS_BACKEND": "tensorflow",
+                               "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["tensorflow", "2.0"]
+
+
 def _wait_for_steps(path: Path, steps: int, process: subprocess.Popen, timeout_s: float = 300):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
