@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from accuracy import BUCKETS  # bench/ is this script's first sys.path entry
+
 ROOT = Path(__file__).resolve().parents[1]
 IMPLS = ["keras", "keras-malloc", "keras-unfused", "keras-xla", "hf"]
 SEQ, BATCH, LABELS = 128, 32, 2
@@ -89,7 +91,7 @@ def batches(lengths: np.ndarray, steps: int, boundaries: list[int] | None, seed:
 
 
 def run_keras(config: dict, data, warmup: int, jit: bool, fused: bool = True) -> float:
-    from tasks.train import import_tensorflow
+    from bert_core.backend import import_tensorflow
 
     import_tensorflow()  # as the train task does: without JAX, which the dev extra installs
     import keras
@@ -184,7 +186,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=IMPLS)
-    parser.add_argument("--buckets", default=",".join(map(str, range(16, 112, 2))),
+    parser.add_argument("--buckets", default=",".join(map(str, BUCKETS)),
                         help="upper bounds of the length buckets (the last one is 128); default: "
                              "every 2 positions, as bench/accuracy.py trains")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")

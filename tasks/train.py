@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import logging
 import math
-import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -148,26 +145,11 @@ def _dtype_policy(mixed: bool):
         keras.config.set_dtype_policy(previous)
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow (when Keras will run on it) with JAX hidden: TensorFlow's tflite
-    utilities import JAX whenever it is installed (the dev extra has it, for the JAX backend's
-    tests), which costs a training process 106 MB of RSS and 0.7 s, for nothing it uses. JAX
-    imports normally afterwards."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or \
-            {"tensorflow", "jax"} & set(sys.modules):
-        return
-    sys.modules["jax"] = None  # `import jax` raises ImportError, which tflite's import catches
-    try:
-        importlib.import_module("tensorflow")
-    except ImportError:
-        pass  # no TensorFlow here (the GPU machines): Keras runs on another backend
-    finally:
-        del sys.modules["jax"]
-
-
 def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, work: Path,
         log: Callable[[str], None]) -> tuple[BertClassifier, int, float]:
     """Train in `work` (backups and history live there); returns the model, its steps, seconds."""
+    from bert_core.backend import import_tensorflow
+
     import_tensorflow()
     import keras
 

@@ -161,7 +161,7 @@ def test_a_training_process_imports_tensorflow_without_jax():
     present (+106 MB of RSS): the train task's import leaves it out, and JAX still imports after."""
     pytest.importorskip("jax")
     check = ("import sys\n"
-             "from tasks.train import import_tensorflow\n"
+             "from bert_core.backend import import_tensorflow\n"
              "import_tensorflow()\n"
              "assert 'tensorflow' in sys.modules and 'jax' not in sys.modules, sorted(sys.modules)\n"
              "import keras, jax\n"
