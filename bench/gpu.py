@@ -315,7 +315,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, nargs="+", default=list(EPOCHS))
     parser.add_argument("--speed", type=Path, help="report: the speed run's output")
     parser.add_argument("--runs", type=Path, nargs="+", help="report: search runs (JSON lines)")
-    parser.add_argument("--quick", action="store_true", help="speed: 5 timed steps")
+    parser.add_argument("--quick", action="store_true",
+                        help="speed: 5 timed steps; search: the recipe, one seed, 0.1 epoch")
     parser.add_argument("--tiny", action="store_true", help="speed: BERT-Tiny (a smoke test)")
     parser.add_argument("--batch-size", type=int, default=32, help="search: train batch")
     parser.add_argument("--budget-s", type=float, default=None,
@@ -330,6 +331,8 @@ def main() -> None:
         figures = speed(opts.quick, opts.tiny)
         print(json.dumps(figures))
         return
+    if opts.quick:
+        opts.seeds, opts.learning_rates, opts.epochs = opts.seeds[:1], [2e-5], [0.1]
     figures = search(opts.data, opts.out, opts.workers, opts.seeds, opts.learning_rates,
                      opts.epochs, opts.budget_s, opts.batch_size)
     print(table(figures["settings"]))

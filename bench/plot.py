@@ -1,5 +1,6 @@
 """One figure of every benchmark's ratios against its anchor and target, from bench/results/*.json
-(written by bench/train.py, tokenize.py, pipeline.py and accuracy.py): bench/results/summary.png.
+(written by bench/train.py, tokenize.py, pipeline.py, accuracy.py and gpu.py):
+bench/results/summary.png.
 
     python bench/plot.py [--results bench/results]
 """
@@ -91,13 +92,50 @@ def time_panel(ax, acc: dict | None, pipeline: dict | None) -> None:
         bars(ax, labels, values, targets, "Wall time ratios", better_below=True)
 
 
+def gpu_search_panel(ax, gpu: dict) -> None:
+    """Dev accuracy against epochs, one line per learning rate, from bench/gpu.py's search."""
+    rows = [r for r in gpu["search"] if r.get("batch_size", 32) == 32]
+    for lr in sorted({r["learning_rate"] for r in rows}):
+        line = sorted((r["epochs"], r["accuracy"], r["accuracy_sd"] / r["seeds"] ** 0.5)
+                      for r in rows if r["learning_rate"] == lr)
+        epochs, mean, sem = zip(*line)
+        ax.errorbar(epochs, mean, yerr=sem, marker="o", markersize=3, capsize=2, linewidth=1,
+                    label=f"lr {lr:g}")
+    recipe = next(r for r in rows if (r["learning_rate"], r["epochs"]) == (2e-5, 3.0))
+    ax.plot([3.0], [recipe["accuracy"]], marker="*", markersize=14, color="black", linestyle="",
+            label="run_classifier's recipe")
+    ax.axhline(0.6838, color="black", linestyle=":", linewidth=1, label="majority baseline")
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks([1, 1.5, 2, 3, 5, 8], ["1", "1.5", "2", "3", "5", "8"], fontsize=8)
+    ax.set_xlabel("epochs", fontsize=9)
+    ax.set_ylabel("dev accuracy (mean +/- s.e., 4-9 seeds)", fontsize=9)
+    ax.set_title(f"MiniLM-L3 on MRPC, learning rate x epochs ({gpu['runs']} runs, "
+                 f"{gpu['speed']['device']}, JAX)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+
+
+def gpu_speed_panel(ax, gpu: dict) -> None:
+    runs = [r for r in gpu["speed"]["runs"] if "error" not in r]
+    labels = [f"{r['policy'].replace('mixed_', '')}\nbatch {r['batch']}" for r in runs]
+    values = [r["examples_per_second"] for r in runs]
+    ax.bar(range(len(values)), values, color="tab:purple")
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:,.0f}", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(values)), labels, fontsize=8)
+    ax.set_ylabel("training examples/s", fontsize=9)
+    ax.set_title(f"BERT-base training step, seq 128, one {gpu['speed']['device']} "
+                 f"(Keras on JAX)", fontsize=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
     opts = parser.parse_args()
     train, tok = load(opts.results, "train"), load(opts.results, "tokenize")
     acc, pipeline = load(opts.results, "accuracy"), load(opts.results, "pipeline")
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    gpu = load(opts.results, "gpu")
+    fig, axes = plt.subplots(2, 3, figsize=(18, 8.5))
     if train:
         train_panel(axes[0, 0], train)
     if tok:
@@ -105,8 +143,11 @@ def main() -> None:
     if acc:
         accuracy_panel(axes[1, 0], acc)
     time_panel(axes[1, 1], acc, pipeline)
+    if gpu:
+        gpu_search_panel(axes[0, 2], gpu)
+        gpu_speed_panel(axes[1, 2], gpu)
     fig.suptitle("bertflow benchmarks on a 2-core CPU, each against an anchor measured in the "
-                 "same run", fontsize=11)
+                 "same run; right: on a lent GPU", fontsize=11)
     fig.tight_layout()
     out = opts.results / "summary.png"
     fig.savefig(out, dpi=110)
