@@ -230,7 +230,8 @@ def search(data: Path, out: Path, workers: int, seeds: list[int], learning_rates
 
 
 def summarize(runs: list[dict]) -> list[dict]:
-    """Per (learning rate, epochs): mean and sd of dev accuracy and F1 over seeds, best first."""
+    """Per (learning rate, epochs, batch): mean and sd of dev accuracy and F1 over seeds, best
+    first."""
     groups: dict[tuple, list[dict]] = {}
     for run in (r for r in runs if "error" not in r):
         groups.setdefault((run["learning_rate"], run["epochs"], run["batch_size"]), []).append(run)
