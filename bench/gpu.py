@@ -21,8 +21,12 @@ JSON object with the figures.
 
     python bench/gpu.py pack [--shared ../shared] [--data .gpu/mrpc_minilm.npz]
     KERAS_BACKEND=jax python bench/gpu.py speed [--quick]
-    KERAS_BACKEND=jax python bench/gpu.py search [--data ...] [--workers 8] [--seeds 1 2 3 4 5 6]
+    KERAS_BACKEND=jax python bench/gpu.py search [--data ...] [--workers 8] [--seeds 1 2 3 4 5]
     python bench/gpu.py report --speed speed.log --runs gpu_search.jsonl [...]
+
+bench/results/gpu_search.jsonl holds two searches: the default grid with seeds 1-5, then
+`--learning-rates 2e-5 3e-5 5e-5 8e-5 --epochs 1 1.5 2 3 --seeds 5 6 7 8 9 10` (each stopped by
+its time limit: 82 and 80 runs).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SEQ = 128
-LEARNING_RATES = (1e-5, 2e-5, 3e-5, 5e-5, 8e-5, 1.2e-4)
+LEARNING_RATES = (1e-5, 2e-5, 3e-5, 5e-5, 1e-4)
 EPOCHS = (2.0, 3.0, 5.0, 8.0)
 
 
@@ -150,9 +154,11 @@ def finetune(data, learning_rate: float, epochs: float, seed: int, batch: int = 
              warmup_proportion: float = 0.1) -> dict:
     """One run_classifier fine-tune of the packed MiniLM-L3 on MRPC train; dev metrics."""
     import keras
+    from sklearn.metrics import accuracy_score, f1_score
 
     from bert_core.checkpoint import PretrainedCheckpoint, load_pretrained
     from bert_core.config import BertConfig
+    from bert_core.features import PARAPHRASE
     from bert_core.model import BertClassifier
     from bert_core.optimizer import create_optimizer, train_steps
 
@@ -177,12 +183,11 @@ def finetune(data, learning_rate: float, epochs: float, seed: int, batch: int = 
     dev = {k: data[f"dev/{k}"] for k in ("input_ids", "input_mask", "segment_ids")}
     predictions = np.argmax(model.predict(dev, batch_size=256, verbose=0), -1)
     labels = data["dev/labels"]
-    tp = int(np.sum((predictions == 1) & (labels == 1)))
-    f1 = 2 * tp / max(1, int(np.sum(predictions == 1)) + int(np.sum(labels == 1)))
     return {"learning_rate": learning_rate, "epochs": epochs, "seed": seed, "batch_size": batch,
             "warmup_proportion": warmup_proportion, "steps": steps,
-            "accuracy": float(np.mean(predictions == labels)), "f1": f1,
-            "positive_share": float(np.mean(predictions == 1)),
+            "accuracy": float(accuracy_score(labels, predictions)),
+            "f1": float(f1_score(labels, predictions, pos_label=PARAPHRASE, zero_division=0)),
+            "positive_share": float(np.mean(predictions == PARAPHRASE)),
             "final_loss": float(history.history["loss"][-1]), "train_s": round(seconds, 2)}
 
 
@@ -311,7 +316,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / ".gpu" / "mrpc_minilm.npz")
     parser.add_argument("--out", type=Path, default=Path("gpu_search.jsonl"))
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--learning-rates", type=float, nargs="+", default=list(LEARNING_RATES))
     parser.add_argument("--epochs", type=float, nargs="+", default=list(EPOCHS))
     parser.add_argument("--speed", type=Path, help="report: the speed run's output")
