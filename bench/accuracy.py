@@ -11,13 +11,14 @@ PyTorch, the same MiniLM-L3 weights and the same recipe, seed by seed in one run
                 torch AdamW (decay 0.01 except bias and LayerNorm), linear warmup then decay,
                 gradients clipped to 1.0; the same step count as ours, int(n / batch * epochs)
     settings    recipe: google-research/bert's MRPC recipe (lr 2e-5, 3 epochs, batch 32, seq 128,
-                warmup 0.1); better: the best of a one-seed search over learning rate and
-                epochs (bench/results/accuracy_search.jsonl; SETTINGS below)
+                warmup 0.1); better: lr 3e-5 for 2 epochs, from bench/gpu.py's search
+                (SETTINGS below; the earlier one-seed CPU search is in
+                bench/results/accuracy_search.jsonl)
     wall time   the train stage: ours is the `train` task (checkpoint load, tf.data, fit, save);
                 HF's is model load plus its loop. The whole command (process start, tokenize,
                 evaluate) is reported beside it, with its CPU seconds (all its processes').
 
-Target (issue 5): ours bucketed / HF padded train wall time <= 0.4 at equal or better accuracy.
+Target: ours bucketed / HF padded train wall time <= 0.4 at equal or better accuracy.
 Each finished run is appended to --out/accuracy.jsonl at once, and a rerun skips what is already
 there (--fresh starts over), so a long run can be stopped and continued. Prints a table of
 ratios; writes bench/results/accuracy.{md,json}; the last line printed is one JSON object.

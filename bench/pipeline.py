@@ -7,7 +7,7 @@ on the real MRPC and MiniLM-L3 served over loopback from ../shared.
                    temporary Prefect server) is reported beside it
     warm / cold    the whole command's wall time, and the flow run's
 
-Targets (issue 5): warm <= 0.1x cold and <= 20 s; Prefect overhead <= 5% of the cold run.
+Targets: warm <= 0.1x cold and <= 20 s; Prefect overhead <= 5% of the cold run.
 Prints a table; the last line is one JSON object with the figures.
 
     python bench/pipeline.py [--quick] [--shared ../shared] [--epochs 3]
