@@ -1,8 +1,11 @@
 """WordPiece tokenization with google-research/bert's exact semantics.
 
-A port of `tokenization.py` from google-research/bert, keeping its public surface
-(`FullTokenizer(vocab_file, do_lower_case=True)` with `tokenize`, `convert_tokens_to_ids`,
-`convert_ids_to_tokens`) so that code ported from `run_classifier.py` keeps working.
+A port of `tokenization.py` from google-research/bert, keeping its public surface so that code
+ported from `run_classifier.py` keeps working: the functions `convert_to_unicode`, `printable_text`,
+`load_vocab`, `convert_by_vocab`, `convert_tokens_to_ids`, `convert_ids_to_tokens`,
+`whitespace_tokenize` and `validate_case_matches_checkpoint`, and the classes `FullTokenizer`,
+`BasicTokenizer` and `WordpieceTokenizer` with `tokenize` (`FullTokenizer` also has
+`convert_tokens_to_ids`, `convert_ids_to_tokens`, `vocab` and `inv_vocab`).
 
     >>> tok = FullTokenizer.from_tokens(
     ...     ["[UNK]", "[CLS]", "[SEP]", "want", "##want", "##ed", "wa", "un", "runn", "##ing", ","])
@@ -19,6 +22,7 @@ so the cache cannot change a single id.
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -38,6 +42,24 @@ _CJK_RANGES = (
 )
 
 
+def convert_to_unicode(text: str | bytes) -> str:
+    """`text` as `str`: bytes are decoded as UTF-8, invalid sequences dropped (as in the original).
+
+    >>> convert_to_unicode(b"caf\\xc3\\xa9 \\xff!")
+    'café !'
+    """
+    if isinstance(text, str):
+        return text
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "ignore")
+    raise ValueError(f"Unsupported string type: {type(text)}")
+
+
+def printable_text(text: str | bytes) -> str:
+    """Text for `print` or logging; on Python 3 the same as `convert_to_unicode`."""
+    return convert_to_unicode(text)
+
+
 def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
     """Vocab id = line number of the stripped line (a later duplicate wins, as in the original)."""
     with open(vocab_file, "rb") as f:
@@ -48,8 +70,65 @@ def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
     return {line.decode("utf-8", "ignore").strip(): index for index, line in enumerate(lines)}
 
 
+def convert_by_vocab(vocab: Mapping, items: Iterable) -> list:
+    """Look up each item: tokens to ids with a vocab, ids to tokens with the inverse vocab.
+
+    An item missing from `vocab` raises KeyError, as in google-research/bert; tokenizing first
+    guarantees every token is in the vocab (an unmatched word becomes [UNK]).
+
+    >>> vocab = {"[UNK]": 0, "un": 1, "##want": 2, "##ed": 3}
+    >>> convert_by_vocab(vocab, ["un", "##want", "##ed"])
+    [1, 2, 3]
+    >>> convert_by_vocab({i: t for t, i in vocab.items()}, [3, 0])
+    ['##ed', '[UNK]']
+    """
+    return [vocab[item] for item in items]
+
+
+def convert_tokens_to_ids(vocab: Mapping[str, int], tokens: Iterable[str]) -> list[int]:
+    return convert_by_vocab(vocab, tokens)
+
+
+def convert_ids_to_tokens(inv_vocab: Mapping[int, str], ids: Iterable[int]) -> list[str]:
+    return convert_by_vocab(inv_vocab, ids)
+
+
 def whitespace_tokenize(text: str) -> list[str]:
+    """Split on runs of whitespace, Unicode's included; blank text gives no tokens.
+
+    >>> whitespace_tokenize("  the\\tquick\\n brown\\u00a0fox ")
+    ['the', 'quick', 'brown', 'fox']
+    >>> whitespace_tokenize(" ")
+    []
+    """
     return text.split()
+
+
+# The checkpoints google-research/bert publishes, by casing; the directory name tells which it is.
+_UNCASED_MODELS = ("uncased_L-24_H-1024_A-16", "uncased_L-12_H-768_A-12",
+                   "multilingual_L-12_H-768_A-12", "chinese_L-12_H-768_A-12")
+_CASED_MODELS = ("cased_L-12_H-768_A-12", "cased_L-24_H-1024_A-16", "multi_cased_L-12_H-768_A-12")
+
+
+def validate_case_matches_checkpoint(do_lower_case: bool, init_checkpoint: str | None) -> None:
+    """Raise ValueError when `do_lower_case` contradicts a published checkpoint's name.
+
+    Only `.../<model name>/bert_model.ckpt` paths of Google's own checkpoints are judged; any
+    other path passes, as in the original.
+
+    >>> validate_case_matches_checkpoint(True, "/ckpt/cased_L-12_H-768_A-12/bert_model.ckpt")
+    Traceback (most recent call last):
+    ...
+    ValueError: cased_L-12_H-768_A-12 is cased: pass do_lower_case=False, not True
+    """
+    match = re.match("^.*?([A-Za-z0-9_-]+)/bert_model.ckpt", init_checkpoint or "")
+    if match is None:
+        return
+    name = match.group(1)
+    if (name in _UNCASED_MODELS and not do_lower_case) or (name in _CASED_MODELS and do_lower_case):
+        case = "cased" if name in _CASED_MODELS else "uncased"
+        raise ValueError(f"{name} is {case}: pass do_lower_case={not do_lower_case}, "
+                         f"not {do_lower_case}")
 
 
 def _is_whitespace(char: str) -> bool:
@@ -110,7 +189,7 @@ class BasicTokenizer:
 
     def prepare(self, text: str) -> str:
         """The whole-text steps: drop invalid and control chars, map whitespace, space out CJK."""
-        return text.translate(_PREPARE)
+        return convert_to_unicode(text).translate(_PREPARE)
 
     def split_word(self, word: str) -> list[str]:
         """The per-word steps: lower-case, strip accents, split off every punctuation char."""
@@ -149,7 +228,8 @@ class WordpieceTokenizer:
         self.max_input_chars_per_word = max_input_chars_per_word
 
     def tokenize(self, text: str) -> list[str]:
-        return [piece for word in whitespace_tokenize(text) for piece in self.split_word(word)]
+        return [piece for word in whitespace_tokenize(convert_to_unicode(text))
+                for piece in self.split_word(word)]
 
     def split_word(self, word: str) -> list[str]:
         if len(word) > self.max_input_chars_per_word:
@@ -218,7 +298,7 @@ class FullTokenizer:
         return pieces
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
-        return [self.vocab[token] for token in tokens]
+        return convert_by_vocab(self.vocab, tokens)
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
-        return [self.inv_vocab[i] for i in ids]
+        return convert_by_vocab(self.inv_vocab, ids)

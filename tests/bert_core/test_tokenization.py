@@ -121,3 +121,66 @@ def test_every_mrpc_pair_matches_the_tokenizers_library(shared, shared_vocab):
     mismatches = [s for s, enc in zip(sentences, fast.encode_batch(sentences, add_special_tokens=False))
                   if ours.encode(s) != enc.ids]
     assert mismatches == []
+
+
+# The module-level functions of google-research/bert's tokenization.py.
+
+def test_convert_tokens_to_ids_original_case():
+    vocab = {token: i for i, token in enumerate(VOCAB[:10])}  # tokenization_test.py's vocab
+    ids = tk.convert_tokens_to_ids(vocab, ["un", "##want", "##ed", "runn", "##ing"])
+    assert ids == [7, 4, 5, 8, 9]
+    inv_vocab = {i: token for token, i in vocab.items()}
+    assert tk.convert_ids_to_tokens(inv_vocab, ids) == ["un", "##want", "##ed", "runn", "##ing"]
+    assert tk.convert_by_vocab(vocab, []) == []
+    with pytest.raises(KeyError):
+        tk.convert_by_vocab(vocab, ["unwanted"])  # not a token: tokenize first, as the original
+
+
+def test_full_tokenizer_vocab_and_inverse(small):
+    assert small.vocab == {t: i for i, t in enumerate(VOCAB)}
+    assert small.inv_vocab == {i: t for i, t in enumerate(VOCAB)}
+    assert small.convert_ids_to_tokens([1, 2]) == tk.convert_ids_to_tokens(small.inv_vocab, [1, 2])
+
+
+@pytest.mark.parametrize("text,expected", [("caf\u00e9", "caf\u00e9"),
+                                           (b"caf\xc3\xa9", "caf\u00e9"), (b"a\xffb", "ab"),
+                                           (b"", "")])
+def test_convert_to_unicode_and_printable_text(text, expected):
+    assert tk.convert_to_unicode(text) == expected
+    assert tk.printable_text(text) == expected
+
+
+def test_convert_to_unicode_rejects_other_types():
+    with pytest.raises(ValueError, match="Unsupported string type"):
+        tk.convert_to_unicode(42)
+
+
+@pytest.mark.parametrize("text,expected", [("", []), ("   ", []), (" a  b\tc\n", ["a", "b", "c"]),
+                                           ("x\u3000y", ["x", "y"])])
+def test_whitespace_tokenize(text, expected):
+    assert tk.whitespace_tokenize(text) == expected
+
+
+def test_tokenizers_take_utf8_bytes_as_the_original_does(small):
+    text = "UNwant\u00E9d,running"
+    assert small.tokenize(text.encode("utf-8")) == small.tokenize(text)
+    assert small.encode(text.encode("utf-8")) == [7, 4, 5, 10, 8, 9]
+    assert BasicTokenizer().tokenize(b"H\xc3\xa9llo!") == ["hello", "!"]
+    assert WordpieceTokenizer(small.vocab).tokenize(b"unwanted") == ["un", "##want", "##ed"]
+
+
+@pytest.mark.parametrize("lower,checkpoint,error", [
+    (True, "gs://bert/uncased_L-12_H-768_A-12/bert_model.ckpt", None),
+    (False, "gs://bert/uncased_L-12_H-768_A-12/bert_model.ckpt",
+     "uncased: pass do_lower_case=True"),
+    (True, "/m/multi_cased_L-12_H-768_A-12/bert_model.ckpt", "is cased: pass do_lower_case=False"),
+    (False, "/m/cased_L-24_H-1024_A-16/bert_model.ckpt", None),
+    (False, "/m/my_finetuned_model/bert_model.ckpt", None),  # not Google's: not judged
+    (True, None, None), (True, "", None),
+])
+def test_validate_case_matches_checkpoint(lower, checkpoint, error):
+    if error is None:
+        assert tk.validate_case_matches_checkpoint(lower, checkpoint) is None
+    else:
+        with pytest.raises(ValueError, match=error):
+            tk.validate_case_matches_checkpoint(lower, checkpoint)
