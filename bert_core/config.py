@@ -20,6 +20,8 @@ _GOOGLE_ACTIVATIONS = {"gelu": "gelu_tanh", "relu": "relu", "tanh": "tanh", "lin
 _HF_ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                    "relu": "relu", "tanh": "tanh", "silu": "silu", "swish": "silu",
                    "linear": "linear"}
+# Names a google-research/bert style dict may hold: its own spellings and ours (unambiguous).
+_READABLE_ACTIVATIONS = {**{name: name for name in ACTIVATIONS}, **_GOOGLE_ACTIVATIONS}
 
 
 class ConfigError(ValueError):
@@ -61,10 +63,30 @@ class BertConfig:
                    intermediate_size=512)
 
     def to_dict(self) -> dict[str, Any]:
+        """All fields, `hidden_act` by its unambiguous name (`gelu_tanh`, not `gelu`)."""
         return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        """`to_dict()` as indented JSON with sorted keys, as modeling.py's BertConfig writes it.
+
+        `from_json_file` reads it back; `to_google_dict` gives what google-research/bert reads.
+        """
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BertConfig:
+        """A config from `to_dict()` output or a parsed `bert_config.json`.
+
+        As in modeling.py, absent fields keep their defaults and `"gelu"` is the tanh form; keys
+        that are not fields (the `pooler_*` and `directionality` of the multilingual configs) are
+        ignored, where the original stored them as attributes.
+
+        >>> BertConfig.from_dict({"hidden_act": "gelu", "directionality": "bidi"}).hidden_act
+        'gelu_tanh'
+        """
+        values = _known_fields(cls, values)
+        if "hidden_act" in values:
+            values["hidden_act"] = _activation(values["hidden_act"], _READABLE_ACTIVATIONS)
         return cls(**values)
 
     def to_google_dict(self) -> dict[str, Any]:
@@ -78,9 +100,9 @@ class BertConfig:
 
     @classmethod
     def from_google_json(cls, path: str | os.PathLike) -> BertConfig:
-        """Read google-research/bert's `bert_config.json`."""
+        """Read google-research/bert's `bert_config.json` (or a `to_json_string()` file)."""
         raw = _read_json(path)
-        return _build(cls, raw, path, _GOOGLE_ACTIVATIONS)
+        return _build(cls, raw, path, _READABLE_ACTIVATIONS)
 
     @classmethod
     def from_hf_json(cls, path: str | os.PathLike) -> BertConfig:
@@ -109,14 +131,25 @@ def _read_json(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
+def _activation(act: str, activations: dict[str, str]) -> str:
+    """Our name for a file's `hidden_act` spelling."""
+    if act not in activations:
+        raise ConfigError(f"hidden_act {act!r} is not supported (known: {sorted(activations)})")
+    return activations[act]
+
+
+def _known_fields(cls: type[BertConfig], raw: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
 def _build(cls: type[BertConfig], raw: dict[str, Any], path: str | os.PathLike,
            activations: dict[str, str]) -> BertConfig:
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in raw.items() if k in names}
-    act = raw.get("hidden_act", "gelu")
-    if act not in activations:
-        raise ConfigError(f"{path}: hidden_act {act!r} is not supported (known: {sorted(activations)})")
-    values["hidden_act"] = activations[act]
+    values = _known_fields(cls, raw)
+    try:
+        values["hidden_act"] = _activation(raw.get("hidden_act", "gelu"), activations)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
     missing = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                "intermediate_size"} - values.keys()
     if missing:

@@ -58,3 +58,37 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="bert_config.json: cannot read"):
         BertConfig.from_google_json(path)
+
+
+# modeling.py's BertConfig methods: from_dict, to_dict, to_json_string, from_json_file.
+
+MULTILINGUAL_EXTRAS = {"directionality": "bidi", "pooler_fc_size": 768,
+                       "pooler_type": "first_token_transform", "pooler_num_attention_heads": 12,
+                       "pooler_num_fc_layers": 3, "pooler_size_per_head": 128}
+
+
+def test_from_dict_reads_a_google_config_and_ignores_extra_keys(tmp_path):
+    values = {**BASE, "hidden_act": "gelu", **MULTILINGUAL_EXTRAS}
+    cfg = BertConfig.from_dict(values)
+    assert cfg == BertConfig.tiny()
+    assert cfg == BertConfig.from_google_json(write(tmp_path, "c.json", values))
+
+
+@pytest.mark.parametrize("act", ["gelu_tanh", "gelu_exact", "relu"])
+def test_dict_and_json_string_round_trips(tmp_path, act):
+    cfg = BertConfig(**{**BertConfig.tiny().to_dict(), "hidden_act": act, "layer_norm_eps": 1e-7})
+    assert BertConfig.from_dict(cfg.to_dict()) == cfg
+    text = cfg.to_json_string()
+    first_field = '  "attention_probs_dropout_prob": 0.1,'  # sorted keys, two-space indent
+    assert text.endswith("}\n") and text.splitlines()[1] == first_field
+    assert json.loads(text) == cfg.to_dict()
+    path = tmp_path / "bert_config.json"
+    path.write_text(text)
+    assert BertConfig.from_json_file(path) == cfg
+
+
+def test_from_dict_keeps_defaults_and_rejects_unknown_activations():
+    partial = BertConfig.from_dict({"hidden_size": 128, "num_attention_heads": 2})
+    assert (partial.hidden_size, partial.num_hidden_layers) == (128, 12)
+    with pytest.raises(ConfigError, match="hidden_act 'mish' is not supported"):
+        BertConfig.from_dict({**BASE, "hidden_act": "mish"})
