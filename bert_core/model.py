@@ -7,6 +7,8 @@
     classifier: dropout(0.1) -> logits                  (batch, num_labels)
 
 Both are functional `keras.Model`s with `get_config()`, so they save and load as `.keras` files.
+Both also have google-research/bert's BertModel getters (`get_pooled_output`, ...); see
+`BertModelOutputs` for how they differ from the original's.
 """
 
 from __future__ import annotations
@@ -34,8 +36,88 @@ def feature_inputs() -> dict[str, keras.KerasTensor]:
     return {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in FEATURE_NAMES}
 
 
+class BertModelOutputs:
+    """google-research/bert's BertModel getters, for code ported from modeling.py.
+
+    The original builds its graph once, on the placeholders given to `BertModel(config,
+    is_training, input_ids, input_mask, token_type_ids)`, so its getters take no arguments. A
+    Keras model has no fixed inputs: it is called on whatever batch it is given. So each getter
+    here takes the inputs and runs the model on them:
+
+        backbone.get_sequence_output(input_ids, input_mask, segment_ids)
+        backbone.get_sequence_output({"input_ids": ..., "input_mask": ..., "segment_ids": ...})
+
+    `input_mask` defaults to all ones and `segment_ids` (the original's `token_type_ids`) to
+    all zeros, as in BertModel. `training=True` turns dropout on, the original's `is_training`,
+    which here is chosen per call, not at construction. The results are backend tensors
+    (TensorFlow or JAX), not graph nodes. The original's other constructor arguments have no
+    counterpart: `use_one_hot_embeddings` was a TPU speed switch, `scope` is the layer names.
+    `get_embedding_table()` takes no inputs: it returns
+    the token embedding variable, (vocab_size, hidden_size). The getters reuse the model's own
+    layers, so they add no weights and rename nothing.
+    """
+
+    def get_pooled_output(self, input_ids, input_mask=None, segment_ids=None, *, training=False):
+        """tanh(dense([CLS] row of the sequence output)): (batch, hidden)."""
+        return self._run(self._node("pooled_dense"), input_ids, input_mask, segment_ids, training)
+
+    def get_sequence_output(self, input_ids, input_mask=None, segment_ids=None, *,
+                            training=False):
+        """The last encoder layer's output: (batch, seq, hidden)."""
+        last = f"transformer_layer_{self._encoder().bert_config.num_hidden_layers - 1}"
+        return self._run(self._node(last), input_ids, input_mask, segment_ids, training)
+
+    def get_all_encoder_layers(self, input_ids, input_mask=None, segment_ids=None, *,
+                               training=False) -> list:
+        """Every encoder layer's output, first to last: a list of (batch, seq, hidden)."""
+        n = self._encoder().bert_config.num_hidden_layers
+        nodes = [self._node(f"transformer_layer_{i}") for i in range(n)]
+        return list(self._run(nodes, input_ids, input_mask, segment_ids, training))
+
+    def get_embedding_output(self, input_ids, input_mask=None, segment_ids=None, *,
+                             training=False):
+        """Token + segment + position embeddings, LayerNorm, dropout: (batch, seq, hidden)."""
+        return self._run(self._node("embeddings_dropout"), input_ids, input_mask, segment_ids,
+                         training)
+
+    def get_embedding_table(self) -> keras.Variable:
+        """The token embeddings (the original's word_embeddings): (vocab_size, hidden_size)."""
+        return self._encoder().get_layer("token_embedding").embeddings
+
+    def _encoder(self) -> BertBackbone:
+        return self if isinstance(self, BertBackbone) else self.backbone
+
+    def _node(self, layer_name: str) -> keras.KerasTensor:
+        return self._encoder().get_layer(layer_name).output
+
+    def _run(self, outputs, input_ids, input_mask, segment_ids, training):
+        """Run the backbone's graph up to `outputs` (pruned: later layers do not run)."""
+        encoder = self._encoder()
+        features = _features(input_ids, input_mask, segment_ids)
+        # A view on the backbone's own graph: the same layers and weights, nothing new built.
+        view = keras.Model(encoder.input, outputs, name=f"{encoder.name}_outputs")
+        return view(features, training=training)
+
+
+def _features(input_ids, input_mask=None, segment_ids=None) -> dict:
+    """The model's int32 feature dict, from a dict or from BertModel's (ids, mask, token types)."""
+    if isinstance(input_ids, dict):
+        if input_mask is not None or segment_ids is not None:
+            raise TypeError("pass either a features dict or input_ids, input_mask, segment_ids")
+        features = input_ids
+    else:
+        features = {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids}
+    ids = keras.ops.cast(features["input_ids"], "int32")
+    mask, segments = features.get("input_mask"), features.get("segment_ids")
+    return {"input_ids": ids,
+            "input_mask": keras.ops.ones_like(ids) if mask is None else
+            keras.ops.cast(mask, "int32"),
+            "segment_ids": keras.ops.zeros_like(ids) if segments is None else
+            keras.ops.cast(segments, "int32")}
+
+
 @keras.saving.register_keras_serializable(package="bertflow")
-class BertBackbone(keras.Model):
+class BertBackbone(BertModelOutputs, keras.Model):
     """BERT encoder: features in, {"sequence_output", "pooled_output"} out."""
 
     def __init__(self, bert_config: BertConfig | dict, **kwargs):
@@ -78,7 +160,7 @@ class BertBackbone(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="bertflow")
-class BertClassifier(keras.Model):
+class BertClassifier(BertModelOutputs, keras.Model):
     """run_classifier's head: dropout on the pooled output, then a dense layer to the logits."""
 
     def __init__(self, backbone: BertBackbone, num_labels: int = 2, dropout: float = 0.1,

@@ -1,9 +1,10 @@
-"""The Keras BERT: parameter count, names, masking, and .keras round trips."""
+"""The Keras BERT: parameter count, names, masking, .keras round trips, BertModel's getters."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from bert_core.config import BertConfig
 from bert_core.model import BertBackbone, BertClassifier
@@ -64,3 +65,84 @@ def test_keras_file_round_trip(tmp_path, micro_config):
     assert isinstance(loaded, BertClassifier) and isinstance(loaded.backbone, BertBackbone)
     assert loaded.backbone.bert_config == micro_config
     np.testing.assert_array_equal(loaded(features()), model(features()))
+
+
+# google-research/bert's BertModel getters, called on inputs (a Keras model has no fixed inputs).
+
+def numpy_of(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def test_getters_agree_with_the_forward_pass(micro_config):
+    backbone = BertBackbone(micro_config)
+    x = features()
+    out = backbone(x)
+    seq = backbone.get_sequence_output(x["input_ids"], x["input_mask"], x["segment_ids"])
+    np.testing.assert_allclose(numpy_of(seq), numpy_of(out["sequence_output"]), atol=1e-6)
+    layers = backbone.get_all_encoder_layers(x)
+    assert len(layers) == micro_config.num_hidden_layers
+    np.testing.assert_array_equal(numpy_of(layers[-1]), numpy_of(seq))
+    pooled = backbone.get_pooled_output(x)
+    np.testing.assert_allclose(numpy_of(pooled), numpy_of(out["pooled_output"]), atol=1e-6)
+    # The [CLS] row of the sequence output through the pooler is the pooled output.
+    cls_row = keras.ops.convert_to_tensor(numpy_of(seq)[:, 0, :])
+    through_pooler = backbone.get_layer("pooled_dense")(cls_row)
+    np.testing.assert_allclose(numpy_of(through_pooler), numpy_of(pooled), atol=1e-6)
+
+
+def test_embedding_output_is_the_layer_normed_sum_of_three_lookups(micro_config):
+    backbone = BertBackbone(micro_config)
+    x = features()
+    table = numpy_of(backbone.get_embedding_table())
+    segments = numpy_of(backbone.get_layer("segment_embedding").embeddings)
+    positions = numpy_of(backbone.get_layer("position_embedding").embeddings)
+    norm = backbone.get_layer("embeddings_layer_norm")
+    summed = table[x["input_ids"]] + segments[x["segment_ids"]] + positions[None, :12]
+    mean, var = summed.mean(-1, keepdims=True), summed.var(-1, keepdims=True)
+    expected = (summed - mean) / np.sqrt(var + micro_config.layer_norm_eps)
+    expected = expected * numpy_of(norm.gamma) + numpy_of(norm.beta)
+    embedded = backbone.get_embedding_output(x)
+    np.testing.assert_allclose(numpy_of(embedded), expected, atol=1e-5)
+    # ... and the first encoder layer takes it from there.
+    first = backbone.get_layer("transformer_layer_0")(embedded, keras.ops.convert_to_tensor(
+        x["input_mask"]))
+    np.testing.assert_allclose(numpy_of(first), numpy_of(backbone.get_all_encoder_layers(x)[0]),
+                               atol=1e-6)
+
+
+def test_embedding_table_is_the_token_embedding_weight(micro_config):
+    backbone = BertBackbone(micro_config)
+    table = backbone.get_embedding_table()
+    assert tuple(table.shape) == (micro_config.vocab_size, micro_config.hidden_size)
+    assert table is backbone.get_layer("token_embedding").embeddings
+    assert table.path == "token_embedding/embeddings"
+
+
+def test_mask_and_segments_default_as_in_bert_model(micro_config):
+    backbone = BertBackbone(micro_config)
+    ids = features()["input_ids"]
+    explicit = backbone.get_sequence_output(ids, np.ones_like(ids), np.zeros_like(ids))
+    np.testing.assert_array_equal(numpy_of(backbone.get_sequence_output(ids)), numpy_of(explicit))
+    with pytest.raises(TypeError, match="either a features dict"):
+        backbone.get_pooled_output(features(), np.ones_like(ids))
+
+
+def test_training_turns_dropout_on_in_the_getters(micro_config):
+    backbone = BertBackbone(micro_config)
+    x = features()
+    off = numpy_of(backbone.get_sequence_output(x))
+    np.testing.assert_array_equal(off, numpy_of(backbone.get_sequence_output(x)))
+    assert not np.allclose(numpy_of(backbone.get_sequence_output(x, training=True)), off)
+
+
+def test_classifier_getters_use_its_backbone_and_change_no_weight(micro_config):
+    model = BertClassifier(BertBackbone(micro_config, name="bert"), num_labels=2)
+    paths = [w.path for w in model.weights]
+    x = features()
+    pooled = model.get_pooled_output(x)
+    np.testing.assert_array_equal(numpy_of(pooled), numpy_of(model.backbone.get_pooled_output(x)))
+    np.testing.assert_allclose(numpy_of(model.get_layer("logits")(pooled)), numpy_of(model(x)),
+                               atol=1e-6)
+    assert model.get_embedding_table() is model.backbone.get_embedding_table()
+    assert len(model.get_all_encoder_layers(x)) == micro_config.num_hidden_layers
+    assert [w.path for w in model.weights] == paths  # the getters add and rename nothing
