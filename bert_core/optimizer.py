@@ -89,8 +89,20 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
         self._decay = [self.decays(var) for var in var_list]
 
+    def slot_index(self, variable) -> int:
+        """Position of `variable` in the list `build` got, which indexes its m, v and decay flag.
+
+        Keras 3 has no public way to ask this: its own optimizers (Adam, SGD) and the custom
+        optimizer example in `keras.optimizers.Optimizer`'s docstring call the private
+        `_get_variable_index`, which also finds the variable under tf.distribute (the TensorFlow
+        backend keys variables by their distributed container, not by id). pyproject pins the
+        Keras minor versions this is tested on; tests/bert_core/test_optimizer.py fails first
+        if the method disappears or changes meaning.
+        """
+        return self._get_variable_index(variable)
+
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
+        index = self.slot_index(variable)
         m, v = self._m[index], self._v[index]
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
