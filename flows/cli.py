@@ -4,7 +4,6 @@ below it takes typed configuration."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import threading
@@ -14,12 +13,43 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+
+class _Commands(TyperGroup):
+    """Every command: an anticipated failure (a broken file, a dead URL, a missing model) ends
+    in one message naming it and what to do, and exit status 1; its traceback only with
+    --verbose. Anything else propagates with its traceback."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as err:  # noqa: BLE001 - explain() picks the anticipated ones
+            from flows.errors import explain
+
+            message = explain(err)
+            if message is None:
+                raise
+            fail(message, err, verbose=ctx.params.get("verbose", False))
+
+
+def fail(message: str, err: BaseException | None = None, verbose: bool = False):
+    """Print `message` on stderr (after the traceback of `err` with --verbose), exit 1."""
+    if verbose and err is not None:
+        import traceback
+
+        traceback.print_exception(err)
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False,
                   help="Fine-tune and ship a BERT sentence-pair classifier (GLUE MRPC).")
 
-Home = Annotated[Path, typer.Option(help="All state: caches, shards, models, Prefect results, "
-                                         "MLflow store.")]
+HOME_HELP = "All state: caches, shards, models, Prefect results, MLflow store."
+Home = Annotated[Path, typer.Option(help=HOME_HELP)]
+ConfigHome = Annotated[Optional[Path], typer.Option(
+    help=HOME_HELP + " Default: --config's `home`, else .bertflow.")]
 DEFAULT_HOME = Path(".bertflow")
 
 
@@ -73,21 +103,34 @@ def _prefect_api_starting() -> Iterator[None]:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False):
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+def main(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug logging, tracebacks and TensorFlow's start-up lines on "
+                                "the terminal.")] = False):
+    from flows.console import configure
+
+    configure(verbose)
 
 
-def load_config(config: Path | None, home: Path, overrides: dict[str, dict]):
-    """PipelineConfig from an optional JSON/YAML file, then the flags that were given."""
+def load_config(config: Path | None, home: Path | None, overrides: dict[str, dict]):
+    """PipelineConfig from an optional JSON/YAML file, then the flags that were given. The home
+    is --home, else the file's `home`, else DEFAULT_HOME, made absolute."""
     import yaml
 
     from tasks.config import PipelineConfig
 
     from pydantic import ValidationError
 
-    values = yaml.safe_load(config.read_text()) or {} if config else {}
-    values["home"] = str(home)
+    try:
+        values = yaml.safe_load(config.read_text()) or {} if config else {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{config}, line {mark.line + 1}" if mark else str(config)
+        raise typer.BadParameter(f"{where}: not YAML/JSON: {getattr(err, 'problem', None) or err}",
+                                 param_hint="--config") from None
+    if not isinstance(values, dict):
+        raise typer.BadParameter(f"{config}: expected a mapping of sections, got "
+                                 f"{type(values).__name__}", param_hint="--config")
+    values["home"] = str(Path(home or values.get("home") or DEFAULT_HOME).resolve())
     for section, fields in overrides.items():
         given = {k: v for k, v in fields.items() if v is not None}
         if given:
@@ -101,21 +144,27 @@ def load_config(config: Path | None, home: Path, overrides: dict[str, dict]):
 
 Config = Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False,
                                                 help="YAML/JSON PipelineConfig.")]
-MrpcSource = Annotated[Optional[str], typer.Option(help="GLUE TSVs or MSR files: folder, file:// "
-                                                       "or http(s) base.")]
-Mirror = Annotated[Optional[str], typer.Option(help="Base URL/folder with the default files "
-                                                   "(pins apply).")]
-Checkpoint = Annotated[Optional[str], typer.Option(help="Google zip/folder or HF folder: path "
-                                                       "or URL.")]
-CheckpointSha = Annotated[Optional[str], typer.Option(help="sha256 pin for --checkpoint.")]
+
+
+def _override(kind: type, help: str):
+    """An optional flag: None when not given, so the config file's value (or the default) stands."""
+    return Annotated[Optional[kind], typer.Option(help=help)]
+
+
+MrpcSource = _override(str, "GLUE TSVs or MSR files: folder, file:// or http(s) base.")
+Mirror = _override(str, "Base URL/folder with the default files (pins apply).")
+Checkpoint = _override(str, "Google zip/folder or HF folder: path or URL.")
+CheckpointSha = _override(str, "sha256 pin for --checkpoint.")
+Architecture = _override(str, "checkpoint: the checkpoint's bert_config (default); bert-tiny: "
+                              "BERT-Tiny's, trained from scratch.")
+Epochs = _override(float, "Passes over train (default 3; fractions allowed).")
+BatchSize = _override(int, "Training examples per step (default 32).")
+MaxSeqLength = _override(int, "Tokens per pair after packing, 8-512 (default 128).")
+Seed = _override(int, "Seed of shuffling, dropout and the new weights (default 12345).")
+LearningRate = _override(float, "AdamW's peak learning rate (default 2e-5).")
+TrackingUri = _override(str, "MLflow tracking URI (default: SQLite under --home).")
 NoCheckpoint = Annotated[bool, typer.Option("--no-checkpoint", help="Random init (the checkpoint "
                                             "still gives vocab and config).")]
-Architecture = Annotated[Optional[str], typer.Option(help="checkpoint | bert-tiny")]
-Epochs = Annotated[Optional[float], typer.Option()]
-BatchSize = Annotated[Optional[int], typer.Option()]
-MaxSeqLength = Annotated[Optional[int], typer.Option()]
-TrackingUri = Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default: SQLite "
-                                                        "under --home).")]
 AsJson = Annotated[bool, typer.Option("--json", help="End with one JSON line: run id, task "
                                       "states, metrics, model version.")]
 
@@ -132,19 +181,18 @@ def _overrides(mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint
 
 
 @app.command()
-def run(home: Home = DEFAULT_HOME, config: Config = None, mrpc_source: MrpcSource = None,
+def run(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource = None,
         mirror: Mirror = None, checkpoint: Checkpoint = None,
         checkpoint_sha256: CheckpointSha = None, no_checkpoint: NoCheckpoint = False,
         architecture: Architecture = None,
-        seed: Annotated[Optional[int], typer.Option()] = None,
-        learning_rate: Annotated[Optional[float], typer.Option()] = None,
+        seed: Seed = None, learning_rate: LearningRate = None,
         epochs: Epochs = None, batch_size: BatchSize = None, max_seq_length: MaxSeqLength = None,
         tracking_uri: TrackingUri = None, as_json: AsJson = False):
     """Run the fine-tune flow: download -> validate -> tokenize -> train -> evaluate -> register."""
-    home = _use_home(home)
     cfg = load_config(config, home, _overrides(
         mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
         batch_size, max_seq_length, tracking_uri, seed=seed, learning_rate=learning_rate))
+    home = _use_home(Path(cfg.home))
     with _prefect_api_starting():
         from flows.finetune import finetune_mrpc
         from flows.summary import summarize
@@ -153,24 +201,26 @@ def run(home: Home = DEFAULT_HOME, config: Config = None, mrpc_source: MrpcSourc
 
 
 @app.command()
-def sweep(home: Home = DEFAULT_HOME, config: Config = None, mrpc_source: MrpcSource = None,
+def sweep(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource = None,
           mirror: Mirror = None, checkpoint: Checkpoint = None,
           checkpoint_sha256: CheckpointSha = None, no_checkpoint: NoCheckpoint = False,
           architecture: Architecture = None,
-          seed: Annotated[Optional[list[int]], typer.Option(help="Repeat for several.")] = None,
-          learning_rate: Annotated[Optional[list[float]],
-                                   typer.Option(help="Repeat for several.")] = None,
+          seed: Annotated[Optional[list[int]], typer.Option(
+              help="A seed of the grid; repeat for several (default 1, 2, 3).")] = None,
+          learning_rate: Annotated[Optional[list[float]], typer.Option(
+              help="A learning rate of the grid; repeat for several (default 2e-5, 3e-5, "
+                   "5e-5).")] = None,
           epochs: Epochs = None, batch_size: BatchSize = None,
           max_seq_length: MaxSeqLength = None, tracking_uri: TrackingUri = None,
           as_json: AsJson = False):
     """Fine-tune every learning rate with every seed under one MLflow parent run; report mean +/-
     sd per learning rate; register the best trial."""
-    from tasks.config import SweepConfig
-
-    home = _use_home(home)
     cfg = load_config(config, home, _overrides(
         mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
         batch_size, max_seq_length, tracking_uri))
+    home = _use_home(Path(cfg.home))
+    from tasks.config import SweepConfig
+
     grid = SweepConfig.model_validate({k: v for k, v in (("learning_rates", learning_rate),
                                                          ("seeds", seed)) if v})
     with _prefect_api_starting():
@@ -193,15 +243,18 @@ def _finish(summary: dict, as_json: bool) -> None:
 
 @app.command()
 def validate(mrpc_source: MrpcSource = None, mirror: Mirror = None, config: Config = None,
-             home: Home = DEFAULT_HOME):
+             home: ConfigHome = None):
     """Download and validate MRPC only: check a new data drop before a scheduled run."""
-    home = _use_home(home)
     cfg = load_config(config, home, {"data": {"mrpc_source": mrpc_source, "mirror": mirror}})
-    from flows.data import validate_mrpc
+    home = _use_home(Path(cfg.home))
+    with _prefect_api_starting():
+        from flows.data import validate_mrpc
+        from flows.summary import error_message
 
     state = validate_mrpc(cfg.data, str(home), return_state=True)
     if not state.is_completed():
-        typer.echo(f"invalid: {state.result(raise_on_failure=False)}", err=True)
+        typer.echo(f"invalid: {error_message(state.result(raise_on_failure=False), cfg)}",
+                   err=True)
         raise typer.Exit(1)
     typer.echo(f"valid: {state.result()}")
 
@@ -211,13 +264,15 @@ def predict(
     pairs: Annotated[Optional[Path], typer.Argument(help="File of tab-separated sentence pairs "
                                                          "(default: stdin).")] = None,
     home: Home = DEFAULT_HOME,
-    model_uri: Annotated[Optional[str], typer.Option(help="Default: the champion in --home.")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option()] = None,
+    model_uri: Annotated[Optional[str], typer.Option(
+        help="An MLflow model URI, e.g. models:/bertflow-mrpc/2. Default: the champion in "
+             "--home's store.")] = None,
+    tracking_uri: TrackingUri = None,
 ):
     """Classify sentence pairs: one line per pair, `label<TAB>paraphrase probability`."""
     home = _use_home(home)
     from tasks.config import RegistryConfig
-    from tasks.register import load_model, predict_pairs
+    from tasks.register import predict_pairs
 
     lines = (pairs.read_text(encoding="utf-8") if pairs else sys.stdin.read()).splitlines()
     rows = []
@@ -227,15 +282,32 @@ def predict(
             raise typer.BadParameter(f"line {number}: expected sentence1<TAB>sentence2, "
                                      f"got {len(fields)} field(s)")
         rows.append((fields[0], fields[1]))
-    model = load_model(model_uri, home, RegistryConfig(tracking_uri=tracking_uri))
+    model = _load_model(model_uri, home, RegistryConfig(tracking_uri=tracking_uri))
     for probability in predict_pairs(model, rows):
         typer.echo(f"{int(probability >= 0.5)}\t{probability:.6f}")
 
 
+def _load_model(model_uri: str | None, home: Path, cfg):
+    """The model to serve; a missing one fails naming what the store holds."""
+    from mlflow.exceptions import MlflowException
+
+    from flows.errors import NoModelError, no_model
+    from tasks.mlflow_store import tracking_uri
+    from tasks.register import load_model
+
+    try:
+        return load_model(model_uri, home, cfg)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise NoModelError(no_model(model_uri, err, tracking_uri(cfg, home),
+                                    cfg.model_name)) from err
+
+
 @app.command()
 def ui(home: Home = DEFAULT_HOME,
-       prefect_port: Annotated[int, typer.Option()] = 4200,
-       mlflow_port: Annotated[int, typer.Option()] = 5000):
+       prefect_port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,
+       mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000):
     """Start the Prefect server and the MLflow UI on 127.0.0.1 for --home; Ctrl-C stops both."""
     home = _use_home(home)
     from flows.servers import serve_uis
@@ -270,7 +342,8 @@ def encode(
     vocab: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="WordPiece vocab.txt.")],
     text_a: Annotated[str, typer.Argument(help="First sentence.")],
     text_b: Annotated[Optional[str], typer.Argument(help="Second sentence (optional).")] = None,
-    max_seq_length: Annotated[int, typer.Option(min=3)] = 128,
+    max_seq_length: Annotated[int, typer.Option(min=3, help="Pad (or truncate) to this many "
+                                                           "tokens.")] = 128,
     cased: Annotated[bool, typer.Option(help="Keep case and accents (cased vocab).")] = False,
 ):
     """Tokenize and pack one pair exactly as the pipeline feeds it to BERT."""

@@ -10,6 +10,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import State
 
+from flows.errors import explain, unexpected
 from tasks.config import PipelineConfig
 from tasks.records import ModelVersion
 
@@ -54,20 +55,26 @@ def _model(version: ModelVersion) -> dict:
             "promoted": version.promoted, "decision": version.decision, "run_id": version.run_id}
 
 
-def _flow(state: State) -> dict:
-    """Flow run id, its final state and every task's; the error when it failed."""
+def _flow(state: State, cfg: PipelineConfig) -> dict:
+    """Flow run id, its final state and every task's; the error when it failed, as a person
+    reads it (flows/errors.py)."""
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         seconds = _seconds(client.read_flow_run(flow_run_id))
     summary = {"flow_run_id": str(flow_run_id), "state": state.name, "seconds": round(seconds, 3),
                "tasks": task_states(flow_run_id)}
     if not state.is_completed():
-        summary["error"] = str(state.result(raise_on_failure=False))
+        summary["error"] = error_message(state.result(raise_on_failure=False), cfg)
     return summary
 
 
+def error_message(err: BaseException, cfg: PipelineConfig) -> str:
+    """The failure named in the user's terms; an unexpected one with its type."""
+    return explain(err, cfg.data, cfg.home) or unexpected(err)
+
+
 def summarize(state: State, cfg: PipelineConfig) -> dict:
-    summary = _flow(state)
+    summary = _flow(state, cfg)
     if state.is_completed():
         version: ModelVersion = state.result()
         summary["dev_metrics"] = dev_metrics(version, cfg)
@@ -76,7 +83,7 @@ def summarize(state: State, cfg: PipelineConfig) -> dict:
 
 
 def summarize_sweep(state: State, cfg: PipelineConfig) -> dict:
-    summary = _flow(state)
+    summary = _flow(state, cfg)
     if state.is_completed():
         result = state.result()
         summary["settings"] = result.settings

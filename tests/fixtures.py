@@ -82,12 +82,14 @@ def write_release_zip(path: Path, hidden: int = 16, layers: int = 1, seed: int =
 
 
 def run_bertflow(args: list[str], home: Path, stdin: str | None = None,
-                 timeout_s: float = 600) -> subprocess.CompletedProcess:
+                 timeout_s: float = 600, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess:
     """The installed `bertflow` command in a fresh process, as a user runs it: no Prefect
     settings inherited (it starts its own temporary Prefect server under `home`), working
-    directory beside `home`."""
+    directory beside `home`; `env` adds to the environment (a None value removes the name)."""
     exe = Path(sys.executable).with_name("bertflow")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3")
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env = {k: v for k, v in {**inherited, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                             "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}.items() if v is not None}
     return subprocess.run([str(exe), *args, "--home", str(home)], input=stdin, env=env,
                           capture_output=True, text=True, timeout=timeout_s, cwd=home.parent)
