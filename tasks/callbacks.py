@@ -1,14 +1,24 @@
 """The train stage's Keras callbacks: exact step counts across resumes, backups with a bounded
-cost, and a per-step history that survives a kill."""
+cost (public Keras API only), a per-step history that survives a kill, and progress a person can
+follow (log lines, a terminal bar, the Prefect UI)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import keras
+
+from tasks.progress import Meter, Report, bar, progress_line
+
+logger = logging.getLogger(__name__)
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -23,58 +33,160 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class SpacedBackup(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore every `save_freq` steps, skipping a due backup until `min_seconds`
-    have passed since the last one. A backup holds the weights and both AdamW moments: for
-    MiniLM-L3 ~200 MB and ~3 s on the 2-core bench machine, so one every 50 steps cost 7% of the
-    real MRPC fine-tune; at most one per 120 s costs under 3%, and a kill loses at most ~2 min."""
+class SpacedBackup(keras.callbacks.Callback):
+    """Keras' BackupAndRestore, with public Keras API only: a backup every `save_freq` optimizer
+    steps (counted over the whole run, resumes included), skipped while fewer than `min_seconds`
+    have passed since the last one; `on_train_begin` restores the newest backup, so a run killed
+    mid-training resumes from it. A backup holds the weights and both AdamW moments (and the step
+    counter): for MiniLM-L3 ~200 MB and ~3 s on the 2-core bench machine, so one every 50 steps
+    cost 7% of the real MRPC fine-tune; at most one per 120 s costs under 3%, and a kill loses at
+    most ~2 min.
 
-    def __init__(self, backup_dir: str, save_freq: int, min_seconds: float, **kwargs):
-        super().__init__(backup_dir, save_freq=save_freq, **kwargs)
-        self.min_seconds = min_seconds
+    Each backup is written under a temporary name and renamed to `step-<n>.weights.h5`, so a
+    kill mid-write leaves the previous one whole; the two newest are kept (the older one is
+    loaded if the newest cannot be). `latest_step()` reads the step from the name without loading
+    anything, so the caller can tell `fit` the epoch to resume at (`initial_epoch`)."""
+
+    PATTERN = "step-*.weights.h5"
+
+    def __init__(self, backup_dir: str, save_freq: int, min_seconds: float,
+                 delete_checkpoint: bool = True, keep: int = 2):
+        super().__init__()
+        self.backup_dir, self.save_freq, self.min_seconds = Path(backup_dir), save_freq, min_seconds
+        self.delete_checkpoint, self.keep = delete_checkpoint, keep
+
+    def backups(self) -> list[Path]:
+        """Backups on disk, newest first."""
+        return sorted(self.backup_dir.glob(self.PATTERN), key=_step_of, reverse=True)
+
+    def latest_step(self) -> int:
+        """The optimizer step of the newest backup (0 when there is none)."""
+        return next((_step_of(path) for path in self.backups()), 0)
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
         self.last_saved = time.monotonic()
+        backups = self.backups()
+        if not backups:
+            return
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)  # its moments must exist to load
+        for i, path in enumerate(backups):
+            try:
+                self.model.load_weights(path)
+                return
+            except (OSError, ValueError) as error:  # unreadable: fall back to the one before
+                if i == len(backups) - 1:
+                    raise
+                logger.warning("backup %s cannot be read (%s); trying the one before", path, error)
 
     def on_train_batch_end(self, batch, logs=None):
-        # _should_save_on_batch also tracks the batch the resume metadata records: always call it.
-        due = self._should_save_on_batch(batch)
-        if due and time.monotonic() - self.last_saved >= self.min_seconds:
-            self._save_model()
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.save_freq == 0 and time.monotonic() - self.last_saved >= self.min_seconds:
+            self.save(step)
             self.last_saved = time.monotonic()
+
+    def save(self, step: int) -> Path:
+        """Write the backup of `step`, then drop all but the `keep` newest."""
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        partial = self.backup_dir / "partial.weights.h5"  # Keras wants the .weights.h5 suffix
+        self.model.save_weights(partial, overwrite=True)
+        path = self.backup_dir / f"step-{step:09d}.weights.h5"
+        os.replace(partial, path)
+        for old in self.backups()[self.keep:]:
+            old.unlink()
+        return path
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint:
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.split("-")[1].split(".")[0])
 
 
 class StepHistory(keras.callbacks.Callback):
     """Per-step loss and learning rate, appended to a JSON-lines file that survives a kill."""
 
-    def __init__(self, path: Path, batch_size: int, log: Callable[[str], None], every: int = 10):
+    def __init__(self, path: Path, log: Callable[[str], None]):
         super().__init__()
-        self.path, self.batch_size, self.log, self.every = path, batch_size, log, every
+        self.path, self.log = path, log
 
     def on_train_begin(self, logs=None):
-        self.start_step = int(self.model.optimizer.iterations.numpy())
-        self.start = time.perf_counter()
-        if self.start_step:  # BackupAndRestore (called before us) restored a killed run
-            self._append({"resumed_from_step": self.start_step})
-            self.log(f"resumed from the backup at step {self.start_step}")
+        start_step = int(self.model.optimizer.iterations.numpy())
+        if start_step:  # SpacedBackup (called before us) restored a killed run
+            self._append({"resumed_from_step": start_step})
+            self.log(f"resumed from the backup at step {start_step}")
 
     def _append(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def on_train_batch_begin(self, batch, logs=None):
-        # The learning rate this step's update uses (the schedule at the iteration count before it).
-        self.learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.learning_rate = next_learning_rate(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        step, lr = int(self.model.optimizer.iterations.numpy()), self.learning_rate
-        record = {"step": step, "loss": float(logs["loss"]), "learning_rate": lr}
-        self._append(record)
-        if step % self.every == 0:
-            rate = (step - self.start_step) * self.batch_size / (time.perf_counter() - self.start)
-            self.log(f"step {step}: loss {record['loss']:.4f}, lr {lr:.3g}, {rate:.1f} examples/s")
+        step = int(self.model.optimizer.iterations.numpy())
+        self._append({"step": step, "loss": float(logs["loss"]),
+                      "learning_rate": self.learning_rate})
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         self._append({"epoch": epoch + 1, "step": step, **{k: float(v) for k, v in logs.items()}})
+
+
+def next_learning_rate(model: keras.Model) -> float:
+    """The learning rate the coming step's update uses (the schedule at the iteration count
+    before it)."""
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class TrainingProgress(keras.callbacks.Callback):
+    """What a person watching a fine-tune sees. Every `every` steps and at the last:
+
+        step 150/343 (44%), loss 0.6123, lr 1.23e-05, 55.1 examples/s, ETA 3m30s
+
+    as a `log` line, and `report(percent, line)` (the task's Prefect progress artifact) when
+    given. On a terminal (`stream`, default stderr when it is a TTY) a bar redrawn every step.
+    The speed is that of the steps since the previous line; the time left assumes it holds."""
+
+    def __init__(self, total_steps: int, batch_size: int, log: Callable[[str], None],
+                 report: Report | None = None, every: int = 10, stream: TextIO | None = None):
+        super().__init__()
+        self.total, self.batch_size, self.log, self.report = total_steps, batch_size, log, report
+        self.every = every
+        self.stream = stream if stream is not None else (sys.stderr if sys.stderr.isatty()
+                                                         else None)
+
+    def on_train_begin(self, logs=None):
+        self.meter = Meter(self.total, int(self.model.optimizer.iterations.numpy()))
+        self.rate = 0.0  # steps/s over the last window
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.learning_rate = next_learning_rate(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        values = f"loss {float(logs['loss']):.4f}, lr {self.learning_rate:.3g}"
+        if step % self.every == 0 or step >= self.total:
+            self.rate, eta = self.meter.read(step)
+            line = progress_line("step", step, self.total, self.rate * self.batch_size, eta,
+                                 "examples/s", values)
+            self._draw("")  # the log line goes where the bar was
+            self.log(line)
+            if self.report:
+                self.report(100 * step / self.total, line)
+        eta = (self.total - step) / self.rate if self.rate else float("inf")
+        self._draw(f"{bar(step, self.total)} " + progress_line(
+            "step", step, self.total, self.rate * self.batch_size, eta, "examples/s", values))
+
+    def _draw(self, text: str) -> None:
+        if self.stream is not None:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+
+    def on_train_end(self, logs=None):
+        if self.stream is not None:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -65,10 +65,15 @@ class TrainConfig(_Slice):
     save_min_seconds: float = Field(
         120.0, ge=0, description="...and at least this many seconds between checkpoints: each "
                                  "one writes the weights and AdamW's moments (MiniLM-L3: ~3 s).")
+    padding: Literal["dynamic", "max_length"] = Field(
+        "dynamic", description="dynamic: run_classifier's batches, each cut to its own longest "
+                               "pair (less compute; with dropout off, the same model up to float "
+                               "rounding: dropout draws its masks per batch shape); max_length: "
+                               "every batch max_seq_length wide, as run_classifier.")
     bucket_boundaries: tuple[int, ...] = Field(
         (), description="Length bucketing: batch pairs of similar length, each padded only to "
-                        "its bucket's bound, e.g. (32, 48, 64, 80, 96). Empty: pad to "
-                        "max_seq_length, as run_classifier does.")
+                        "its bucket's bound, e.g. (32, 48, 64, 80, 96); other batches than "
+                        "run_classifier's. Empty: run_classifier's batches, padded as `padding`.")
     mixed_precision: bool = Field(False, description="float16 compute on GPU.")
     jit_compile: bool = Field(False, description="XLA-compile the train step.")
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,10 +30,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from sklearn import metrics as skm
 
-from bert_core.features import PARAPHRASE
+from bert_core.features import FEATURE_NAMES, PARAPHRASE, Features
 from tasks.atomic import publish_dir, write_json
 from tasks.caching import BY_CONTENT
 from tasks.config import EvalConfig
+from tasks.predict import predict_logits
+from tasks.progress import run_log
 from tasks.records import EvalReport, TrainedModel
 from tasks.shards import read_parquet_features
 from tasks.tokenize import Shards
@@ -43,28 +47,41 @@ if TYPE_CHECKING:
 
 REPORT_FORMAT = 1  # bump when the files written for the same inputs change
 POSITIVE = PARAPHRASE  # GLUE's MRPC F1 is the F1 of this class
+logger = logging.getLogger(__name__)
 
 
-def predict_split(model: keras.Model, shards: Shards, split: str,
-                  batch_size: int) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Class probabilities (n, num_labels), label ids (None for an unlabeled split) and guids of
-    every example of `split`, shard by shard in manifest order."""
-    from bert_core.model import softmax
-
-    manifest = json.loads(shards.manifest.read_text())
-    entry = manifest["splits"][split]
-    probs = [np.zeros((0, len(manifest["labels"])))]
-    labels, guids = [np.zeros(0, np.int64)], []
+def read_split(shards: Shards, split: str) -> tuple[Features, np.ndarray | None, list[str]]:
+    """Every example of `split`, shard by shard in manifest order: its features, label ids (None
+    for an unlabeled split) and guids."""
+    entry = json.loads(shards.manifest.read_text())["splits"][split]
+    parts, labels, guids = [], [np.zeros(0, np.int64)], []
     for shard in entry["shards"]:
         features, table = read_parquet_features(Path(shards.shard_dir) / shard["parquet"])
         if table.num_rows == 0:
             continue
-        logits = model.predict(features.as_dict(), batch_size=batch_size, verbose=0)
-        probs.append(softmax(logits))
+        parts.append(features)
         if entry["labeled"]:
             labels.append(table.column("label").to_numpy(zero_copy_only=False).astype(np.int64))
         guids += table.column("guid").to_pylist()
-    return np.concatenate(probs), np.concatenate(labels) if entry["labeled"] else None, guids
+    columns = [np.concatenate([getattr(p, name) for p in parts]) if parts
+               else np.zeros((0, 0), np.int32) for name in FEATURE_NAMES]
+    return Features(*columns), np.concatenate(labels) if entry["labeled"] else None, guids
+
+
+def predict_split(model: keras.Model, shards: Shards, split: str, batch_size: int,
+                  log: Callable[[str], None] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Class probabilities (n, num_labels), label ids (None for an unlabeled split) and guids of
+    every example of `split`, in manifest order. Batches are padded only to their own longest
+    pair (tasks/predict.py); a large split logs its progress (`log`, default the run logger)."""
+    from bert_core.model import softmax
+
+    features, labels, guids = read_split(shards, split)
+    if not guids:
+        num_labels = len(json.loads(shards.manifest.read_text())["labels"])
+        return np.zeros((0, num_labels)), labels, guids
+    logits = predict_logits(model, features, batch_size, split, log or run_log(logger))
+    return softmax(logits), labels, guids
 
 
 def _roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:

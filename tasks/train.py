@@ -1,11 +1,13 @@
 """Train stage: fine-tune the classifier on the TFRecord shards, as run_classifier does.
 
     steps, warmup = int(n / batch * epochs), int(0.1 * steps)      (343 and 34 on MRPC)
-    data: TFRecords -> repeat -> shuffle(100) -> batch(drop_remainder) -> prefetch   (tf.data)
+    data: TFRecords -> repeat -> shuffle(100) -> batch(drop_remainder) -> each batch cut to
+          its longest pair (`padding="dynamic"`) -> prefetch                            (tf.data)
     init: the checkpoint's weights (report of what came from it), or random (from scratch)
-    Keras callbacks: BackupAndRestore every `save_every_steps`, at most one per
+    Keras callbacks: SpacedBackup every `save_every_steps`, at most one per
     `save_min_seconds` (a killed run resumes there),
-    StopAtStep (exactly `steps` updates, resumed or not), progress and per-step history.
+    StopAtStep (exactly `steps` updates, resumed or not), per-step history, and progress
+    (log lines, a terminal bar, the Prefect progress artifact `training-progress`).
 
 The finished model lands in a folder named by everything that determines it (shards, checkpoint,
 configs), written under a temp name and renamed whole.
@@ -72,7 +74,8 @@ def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig,
 
 
 def train_dataset(shards: Shards, model: ModelConfig, train: TrainConfig):
-    """run_classifier's training input_fn over our TFRecords (TensorFlow's tf.data)."""
+    """run_classifier's training input_fn over our TFRecords (TensorFlow's tf.data): the same
+    examples in the same batches, each padded as `train.padding` says (or length-bucketed)."""
     import tensorflow as tf
 
     manifest = json.loads(shards.manifest.read_text())
@@ -95,9 +98,21 @@ def train_dataset(shards: Shards, model: ModelConfig, train: TrainConfig):
                 .repeat()
                 .shuffle(train.shuffle_buffer, seed=train.seed)
                 .map(parse, num_parallel_calls=autotune, deterministic=True))
-    if not train.bucket_boundaries:
-        return examples.batch(train.batch_size, drop_remainder=True).prefetch(autotune)
-    return bucketed(examples, train.bucket_boundaries, seq, train.batch_size).prefetch(autotune)
+    if train.bucket_boundaries:
+        return bucketed(examples, train.bucket_boundaries, seq, train.batch_size).prefetch(autotune)
+    batches = examples.batch(train.batch_size, drop_remainder=True)
+    if train.padding == "dynamic":
+        batches = batches.map(to_longest, num_parallel_calls=autotune, deterministic=True)
+    return batches.prefetch(autotune)
+
+
+def to_longest(features, label):
+    """A batch cut to its longest pair (the most real tokens of any row): the same batch, only
+    the all-padding columns dropped. Padding carries no signal (the attention mask drops it)."""
+    import tensorflow as tf
+
+    width = tf.reduce_max(tf.reduce_sum(features["input_mask"], axis=1))
+    return {k: v[:, :width] for k, v in features.items()}, label
 
 
 def bucketed(examples, boundaries: tuple[int, ...], max_seq_length: int, batch_size: int):
@@ -154,7 +169,6 @@ def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, wo
     import keras
 
     from bert_core.optimizer import create_optimizer, train_steps
-    from tasks.callbacks import SpacedBackup, StepHistory, StopAtStep
 
     keras.utils.set_random_seed(train.seed)
     n_train = json.loads(shards.manifest.read_text())["splits"]["train"]["rows"]
@@ -166,14 +180,29 @@ def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, wo
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            metrics=["accuracy"], jit_compile=train.jit_compile)
     log(f"{n_train} examples, batch {train.batch_size}: {steps} steps, {warmup} warmup")
-    callbacks = [SpacedBackup(str(work / "backup"), save_freq=train.save_every_steps,
-                              min_seconds=train.save_min_seconds, double_checkpoint=True),
-                 StopAtStep(steps), StepHistory(work / "history.jsonl", train.batch_size, log)]
+    backup, callbacks = _callbacks(train, work, steps, log)
     start = time.perf_counter()
     classifier.fit(train_dataset(shards, model, train), epochs=math.ceil(steps / steps_per_epoch),
                    shuffle=False,  # the dataset shuffles, as run_classifier does
+                   # a resumed run starts at the epoch its backup was in (the backup restores
+                   # the weights and the step; StopAtStep ends it at `steps` all the same)
+                   initial_epoch=backup.latest_step() // steps_per_epoch,
                    steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
     return classifier, int(classifier.optimizer.iterations.numpy()), time.perf_counter() - start
+
+
+def _callbacks(train: TrainConfig, work: Path, steps: int, log: Callable[[str], None]):
+    """(the backup, every callback of `fit` in order): the backup restores before the others
+    read the step; progress goes to `log`, a terminal bar, and inside a Prefect task run its
+    progress artifact."""
+    from tasks.callbacks import SpacedBackup, StepHistory, StopAtStep, TrainingProgress
+    from tasks.progress import task_progress
+
+    backup = SpacedBackup(str(work / "backup"), save_freq=train.save_every_steps,
+                          min_seconds=train.save_min_seconds)
+    report = task_progress("training-progress", f"fine-tune: {steps} steps")
+    return backup, [backup, StopAtStep(steps), StepHistory(work / "history.jsonl", log),
+                    TrainingProgress(steps, train.batch_size, log, report)]
 
 
 def read_history(path: Path, batch_size: int, seconds: float) -> dict:

@@ -254,3 +254,41 @@ def test_a_trained_model_evaluates_in_a_process_that_never_trained(inputs, tmp_p
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == [str(shards.rows["dev"]), "False"]
+
+
+def test_dynamic_padding_predicts_what_padding_to_max_length_predicts(inputs):
+    """Each length-sorted batch cut to its own longest pair gives the probabilities of the plain
+    padded-to-32 prediction, row for row in manifest order; and it really cut the batches."""
+    import keras
+
+    from bert_core.model import softmax
+    from tasks.evaluate import predict_split, read_split
+    from tasks.predict import length_batches, predict_padded
+
+    trained, shards = inputs
+    model = keras.saving.load_model(trained.keras_file, compile=False)
+    for split in ("dev", "test"):
+        features, labels, guids = read_split(shards, split)
+        probs, same_labels, same_guids = predict_split(model, shards, split, batch_size=4)
+        padded = softmax(predict_padded(model, features, batch_size=4))
+        np.testing.assert_allclose(probs, padded, rtol=0, atol=1e-5)
+        assert same_guids == guids and (same_labels is None) == (labels is None)
+        widths = [w for _, w in length_batches(features.input_mask.sum(axis=1), 4, 32)]
+        assert features.input_ids.shape[1] == 32 and min(widths) < 32, widths
+
+
+def test_a_large_split_logs_its_progress(inputs):
+    """13 dev pairs in batches of 1: more than 10 batches, so a line after 10 and at the end."""
+    import keras
+
+    from tasks.evaluate import predict_split
+
+    trained, shards = inputs
+    model = keras.saving.load_model(trained.keras_file, compile=False)
+    lines = []
+    predict_split(model, shards, "dev", batch_size=1, log=lines.append)
+    assert [line.split(",")[0] for line in lines] == ["dev 10/13 (77%)", "dev 13/13 (100%)"]
+    assert all(" pairs/s, ETA " in line for line in lines), lines
+    quiet = []
+    predict_split(model, shards, "dev", batch_size=4, log=quiet.append)  # 4 batches: no lines
+    assert quiet == []

@@ -148,7 +148,7 @@ def test_a_due_backup_waits_until_save_min_seconds_have_passed(tmp_path, min_sec
 
     class AfterEachStep(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen.append((backup / "latest.weights.h5").is_file())
+            seen.append(any(backup.glob("step-*.weights.h5")))
 
     model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=2, verbose=0,
               callbacks=[SpacedBackup(str(backup), save_freq=2, min_seconds=min_seconds,
@@ -211,3 +211,108 @@ def test_a_bucketed_run_trains_run_classifiers_steps(inputs, tmp_path):
     trained = train_model(raw, shards, MODEL, cfg, tmp_path)
     assert trained.steps == 15
     assert json.loads(trained.history_file.read_text())["steps"] == list(range(1, 16))
+
+
+def _small_model():
+    keras.utils.set_random_seed(0)  # every copy starts from the same weights
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+def test_a_backup_restores_weights_moments_and_step_and_stops_at_the_same_count(tmp_path):
+    """SpacedBackup on public Keras API: a fresh model given the backup folder resumes at the
+    newest backup's step with its weights and Adam moments, and StopAtStep ends it at the same
+    total; an unreadable newest backup falls back to the one before."""
+    from tasks.callbacks import StopAtStep
+
+    x, y = np.random.default_rng(0).normal(size=(16, 2)), np.ones((16, 1))
+    backup = SpacedBackup(str(tmp_path / "backup"), save_freq=2, min_seconds=0,
+                          delete_checkpoint=False)
+    first = _small_model()
+    first.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0,
+              callbacks=[backup, StopAtStep(7)])
+    assert int(first.optimizer.iterations.numpy()) == 7
+    assert [p.name for p in backup.backups()] == ["step-000000006.weights.h5",
+                                                   "step-000000004.weights.h5"]  # two kept
+    assert backup.latest_step() == 6
+
+    second, at_start = _small_model(), {}
+
+    class Seen(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            at_start["step"] = int(self.model.optimizer.iterations.numpy())
+            at_start["weights"] = self.model.get_weights()
+            at_start["moments"] = [v.numpy() for v in self.model.optimizer.variables]
+
+    second.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0,
+               callbacks=[backup, StopAtStep(10), Seen()])
+    assert at_start["step"] == 6 and int(second.optimizer.iterations.numpy()) == 10
+    reference = _small_model()
+    reference.fit(x[:12], y[:12], batch_size=2, epochs=1, shuffle=False, verbose=0)  # 6 steps
+    for a, b in zip(at_start["weights"], reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert any(np.abs(m).sum() > 0 for m in at_start["moments"][1:])  # moments came back
+
+    newest = backup.backups()[0]
+    newest.write_bytes(b"not an HDF5 file")
+    third = _small_model()
+    third.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0,
+              callbacks=[backup, StopAtStep(10), Seen()])
+    assert at_start["step"] == int(backup.backups()[1].name[5:14])  # the one before
+
+
+def _dynamic_and_padded(inputs, steps: int):
+    """(dynamic, max_length) datasets' first `steps` batches."""
+    from tasks.train import train_dataset
+
+    _, shards = inputs
+    return [list(train_dataset(shards, MODEL, TRAIN.model_copy(update={"padding": p}))
+                 .take(steps).as_numpy_iterator()) for p in ("dynamic", "max_length")]
+
+
+def test_dynamic_padding_cuts_run_classifiers_batches_to_their_longest_pair(inputs):
+    """The same examples in the same batches and order as padded to max_seq_length: only the
+    columns past each batch's longest pair are gone."""
+    dynamic, padded = _dynamic_and_padded(inputs, 12)
+    widths = set()
+    for (cut, labels), (full, full_labels) in zip(dynamic, padded):
+        width = cut["input_ids"].shape[1]
+        widths.add(width)
+        assert width == full["input_mask"].sum(axis=1).max() and full["input_ids"].shape[1] == 32
+        np.testing.assert_array_equal(labels, full_labels)
+        for name in ("input_ids", "input_mask", "segment_ids"):
+            np.testing.assert_array_equal(cut[name], full[name][:, :width])
+            assert not full[name][:, width:].any()
+    assert len(widths) > 1 and max(widths) < 32, widths
+
+
+def test_dynamic_padding_trains_the_model_padding_to_max_length_trains(inputs):
+    """Six AdamW steps on the same batches, dynamic against padded to 32: the same weights up
+    to float rounding. Dropout inside the encoder is off: its random masks are drawn per
+    shape, so (batch, 20, hidden) and (batch, 32, hidden) masks differ on the real tokens too.
+    The head's dropout stays on: its input is (batch, hidden) both ways, so the same seed draws
+    the same masks. atol 1e-5: weights start ~0.02 and move by ~1e-3 per step at lr 1e-3, and
+    matmuls over 20 instead of 32 positions differ by float32 rounding (~1e-7 relative)."""
+    from bert_core.config import BertConfig
+    from bert_core.model import BertClassifier
+    from bert_core.optimizer import create_optimizer
+    from tests.fixtures import tiny_vocab
+
+    config = BertConfig(vocab_size=len(tiny_vocab()), hidden_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    trained = []
+    for batches in _dynamic_and_padded(inputs, 6):
+        keras.utils.set_random_seed(TRAIN.seed)
+        model = BertClassifier.from_bert_config(config)
+        model.compile(optimizer=create_optimizer(1e-3, 6, 1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        for features, labels in batches:
+            model.train_on_batch(features, labels)
+        trained.append(model.get_weights())
+    moved = max(np.abs(a - b).max() for a, b in zip(trained[0], trained[1]))
+    assert moved < 1e-5, moved
+    keras.utils.set_random_seed(TRAIN.seed)
+    start = BertClassifier.from_bert_config(config).get_weights()
+    assert max(np.abs(a - b).max() for a, b in zip(start, trained[0])) > 1e-4  # it did train

@@ -1,0 +1,123 @@
+"""Evaluate's prediction of the real MRPC dev + test (408 + 1,725 pairs) with the real MiniLM-L3,
+padded to 128 (every batch, as Keras' model.predict over a shard did) against dynamic padding
+(tasks/predict.py: length-sorted batches, each cut to its longest pair rounded up to 8), timed
+side by side in one process on this CPU.
+
+    model      MiniLM-L3 from ../shared (Google layout), a random classifier head: prediction
+               time does not depend on the head's values
+    shards     the project's tokenize code (tasks.tokenize.tokenize_splits) into a temp home
+    each way   its own model instance, so neither reuses the other's traced predict function;
+               the first pass includes tracing, as the evaluate task pays it; --repeat passes
+    check      the largest difference of the class probabilities between the two ways
+
+Prints one JSON object as its last line.
+
+    python bench/evaluate.py [--shared ../shared] [--batch 64] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The environment `bertflow run` gives TensorFlow (flows/cli.py TENSORFLOW_ENV).
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def real_shards(shared: Path, home: Path):
+    """Raw data and shards of the real MRPC with MiniLM-L3's vocab, as the pipeline makes them."""
+    from tasks.config import DataConfig, ModelConfig
+    from tasks.download import download_data
+    from tasks.tokenize import tokenize_splits
+
+    data = DataConfig(mrpc_source=str(shared / "data" / "mrpc"),
+                      checkpoint=str(shared / "checkpoints" / "minilm-l3-h384-uncased.zip"))
+    raw = download_data(data, home)
+    return raw, tokenize_splits(raw, data, ModelConfig(), home)
+
+
+def minilm(raw):
+    """The classifier the train stage builds from the checkpoint (head random)."""
+    from bert_core.checkpoint import load_pretrained, read_checkpoint
+    from bert_core.model import BertClassifier
+
+    checkpoint = read_checkpoint(raw.checkpoint_dir)
+    model = BertClassifier.from_bert_config(checkpoint.config, num_labels=2)
+    load_pretrained(model, checkpoint)
+    return model
+
+
+def padded_way(model, shards, split: str, batch: int):
+    """The former predict_split: model.predict shard by shard, every batch 128 wide."""
+    from bert_core.model import softmax
+    from tasks.predict import predict_padded
+    from tasks.shards import read_parquet_features
+
+    import numpy as np
+
+    entry = json.loads(shards.manifest.read_text())["splits"][split]
+    parts = [read_parquet_features(Path(shards.shard_dir) / s["parquet"])[0]
+             for s in entry["shards"]]
+    return np.concatenate([softmax(predict_padded(model, f, batch)) for f in parts])
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return result, round(time.perf_counter() - start, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--batch", type=int, default=64)  # EvalConfig's default
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from bert_core.backend import import_tensorflow
+
+    import_tensorflow()
+    import keras
+    import numpy as np
+
+    from tasks.evaluate import predict_split
+
+    with tempfile.TemporaryDirectory() as home:
+        raw, shards = real_shards(args.shared, Path(home))
+        keras.utils.set_random_seed(0)
+        models = {"padded": minilm(raw), "dynamic": minilm(raw)}
+        models["dynamic"].set_weights(models["padded"].get_weights())
+        ways = {"padded": lambda m, s: padded_way(m, shards, s, args.batch),
+                "dynamic": lambda m, s: predict_split(m, shards, s, args.batch, print)[0]}
+        seconds, probs = {way: [] for way in ways}, {}
+        for _ in range(args.repeat):
+            for way, predict in ways.items():
+                out, took = timed(lambda: [predict(models[way], s) for s in ("dev", "test")])
+                seconds[way].append(took)
+                probs[way] = np.concatenate(out)
+    diff = float(np.abs(probs["padded"] - probs["dynamic"]).max())
+    result = {"bench": "evaluate", "cpu": cpu_model(), "cores": os.cpu_count(),
+              "pairs": len(probs["padded"]), "batch": args.batch,
+              "padded_s": seconds["padded"], "dynamic_s": seconds["dynamic"],
+              "speedup_first_pass": round(seconds["padded"][0] / seconds["dynamic"][0], 2),
+              "max_abs_prob_diff": diff}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
