@@ -83,13 +83,22 @@ def drop_failure_reports(record: logging.LogRecord) -> bool:
 
 
 class ConsoleHandler(logging.StreamHandler):
-    """The CLI's terminal handler on the root logger (one per process: a new one replaces it)."""
+    """The CLI's terminal handler on the root logger (one per process: a new one replaces it).
+    It writes to whatever sys.stderr is at the time (a test runner swaps it per command)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass  # always sys.stderr
 
 
 def configure(verbose: bool) -> None:
     """Console logging for the CLI process, set before Prefect is imported: Prefect then keeps
     this handler on the root logger instead of its own console handler."""
-    handler = ConsoleHandler(sys.stderr)
+    handler = ConsoleHandler()
     if verbose:
         handler.setFormatter(RunFormatter())
     else:

@@ -17,7 +17,7 @@ BOUNDS_YAML = "data:\n  row_bounds: {train: [1, 100], dev: [1, 100], test: [1, 1
 TINY_RUN = ["--max-seq-length", "32", "--epochs", "1", "--batch-size", "4"]
 # What a runtime-only install (`make run`: pip install -e .) lacks: the test extras.
 TEST_EXTRAS = ("pytest", "_pytest", "jax", "jaxlib", "torch", "transformers", "tokenizers",
-               "prefect_dask")
+               "prefect_dask", "distributed", "dask")
 TENSORFLOW_NOISE = ("I0000", "E0000", "W0000", "oneDNN", "cuInit", "absl::InitializeLog")
 
 
