@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,23 +82,33 @@ def _use_home(home: Path) -> Path:
 
 @contextmanager
 def _prefect_api_starting() -> Iterator[None]:
-    """Without PREFECT_API_URL, Prefect starts a temporary API server when the flow first calls
-    it (~8 s here). Start it now instead, beside the imports of the flow's modules (Prefect's
-    tasks, MLflow, GX), and wait for it on leaving: a cached rerun is mostly these two. If the
-    early start fails, the flow's own call starts the server again and reports the error."""
+    """Without PREFECT_API_URL, the flow runs against a temporary Prefect API server of this
+    process's own (flows/prefect_api.py), started now, beside the imports of the flow's modules
+    (Prefect's tasks, MLflow, GX), and waited for on leaving: a cached rerun is mostly these two.
+    It stops when this process exits, dies with it even on SIGKILL, and a terminal's Ctrl-C
+    reaches this process only, so the interrupted flow run is recorded (Crashed) before the
+    server stops. SIGTERM takes Ctrl-C's path."""
+    import signal
+
+    from flows.prefect_api import TemporaryAPI
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)  # Prefect's own handler takes over inside a flow
+    api = None if os.environ.get("PREFECT_API_URL") else TemporaryAPI(os.environ).start()
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer  # what get_client() starts
+    if api and PREFECT_API_URL.value():  # a Prefect profile or prefect.toml names a server
+        api.stop()
+        api = None
+    yield
+    if api:
+        api.wait_until_up()
+        os.environ["PREFECT_API_URL"] = api.url
+        from prefect.context import refresh_global_settings_context
 
-    thread = threading.Thread(target=SubprocessASGIServer().start, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
+        refresh_global_settings_context()
 
 
 @app.callback()

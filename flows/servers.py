@@ -1,4 +1,5 @@
-"""`bertflow ui`: a Prefect server and an MLflow server on 127.0.0.1 over the home's state."""
+"""`bertflow ui`: a Prefect server and an MLflow server on 127.0.0.1 over the home's state, each
+in a process group of its own that dies with the `bertflow` process (flows/children.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from flows import children
 
 
 def mlflow_command(home: Path, port: int) -> list[str]:
@@ -43,8 +46,8 @@ def start_uis(home: Path, prefect_port: int, mlflow_port: int) -> list[subproces
     env = {**os.environ, "PREFECT_HOME": str(home / "prefect"),
            "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api",
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    servers = [subprocess.Popen(prefect_command(prefect_port), env=env),
-               subprocess.Popen(mlflow_command(home, mlflow_port), env=env)]
+    servers = [children.start(prefect_command(prefect_port), env),
+               children.start(mlflow_command(home, mlflow_port), env)]
     try:
         wait_until_up(f"http://127.0.0.1:{prefect_port}/api/health")
         wait_until_up(f"http://127.0.0.1:{mlflow_port}/health")
@@ -55,13 +58,9 @@ def start_uis(home: Path, prefect_port: int, mlflow_port: int) -> list[subproces
 
 
 def stop(servers: list[subprocess.Popen]) -> None:
-    for server in servers:
-        server.terminate()
-    for server in servers:
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    """Each server's whole process group (`mlflow server` forks uvicorn): SIGTERM, then
+    SIGKILL after 20 s."""
+    children.stop(*servers, timeout_s=20)
 
 
 def serve_uis(home: Path, prefect_port: int, mlflow_port: int,
