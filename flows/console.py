@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+RETRY_TEMPLATE = "Task run failed with %s: %r - Retry"  # prefect/task_engine.py, 3.x
 
 # TensorFlow's C++ logging (absl): "I0000 00:00:1796117526.424718 3855 port.cc:153] oneDNN ...",
 # and the line absl prints before it is initialised. TF_CPP_MIN_LOG_LEVEL=3 drops those written
@@ -61,8 +62,20 @@ class BriefFormatter(RunFormatter):
     def format(self, record: logging.LogRecord) -> str:
         brief = copy.copy(record)
         brief.exc_info, brief.exc_text, brief.stack_info = None, None, None
-        brief.msg, brief.args = _without_reason(record.getMessage()), None
+        brief.msg, brief.args = _retry_line(record) or _without_reason(record.getMessage()), None
         return super().format(brief)
+
+
+def _retry_line(record: logging.LogRecord) -> str | None:
+    """Prefect's "Task run failed with exception: <repr> - Retry 1/3 will start ..." with the
+    exception's text clipped to one short line."""
+    if not (isinstance(record.msg, str) and record.msg.startswith(RETRY_TEMPLATE)
+            and isinstance(record.args, tuple) and len(record.args) == 5):
+        return None
+    _, err, attempt, retries, when = record.args
+    text = f"{type(err).__name__}: {err}".replace("\n", " ")
+    text = text if len(text) <= 120 else text[:119] + "…"
+    return f"Task run failed ({text}) - retry {attempt}/{retries} will start {when}"
 
 
 def _without_reason(message: str) -> str:
