@@ -196,8 +196,12 @@ def run(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource 
         architecture: Architecture = None,
         seed: Seed = None, learning_rate: LearningRate = None,
         epochs: Epochs = None, batch_size: BatchSize = None, max_seq_length: MaxSeqLength = None,
-        tracking_uri: TrackingUri = None, as_json: AsJson = False):
+        tracking_uri: TrackingUri = None, as_json: AsJson = False,
+        rerun: Annotated[Optional[str], typer.Option(
+            help="Run this stage and every one after it again, whatever the cache holds: "
+                 "download, validate, tokenize, train, evaluate or register.")] = None):
     """Run the fine-tune flow: download -> validate -> tokenize -> train -> evaluate -> register."""
+    _check_stages([rerun] if rerun else [], "--rerun")
     cfg = load_config(config, home, _overrides(
         mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
         batch_size, max_seq_length, tracking_uri, seed=seed, learning_rate=learning_rate))
@@ -206,7 +210,7 @@ def run(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource 
         from flows.finetune import finetune_mrpc
         from flows.summary import summarize
 
-    _finish(summarize(finetune_mrpc(cfg, return_state=True), cfg), as_json)
+    _finish(summarize(finetune_mrpc(cfg, rerun=rerun, return_state=True), cfg), as_json)
 
 
 @app.command()
@@ -248,6 +252,37 @@ def _finish(summary: dict, as_json: bool) -> None:
         typer.echo(describe(summary))
     if summary["state"] != "Completed":
         raise typer.Exit(1)
+
+
+def _check_stages(stages: list[str], flag: str) -> None:
+    from tasks.caching import STAGES
+
+    for stage in stages:
+        if stage not in STAGES:
+            raise typer.BadParameter(f"unknown stage {stage!r}: one of {', '.join(STAGES)}",
+                                     param_hint=flag)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The recorded results that make reruns fast.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("clear")
+def cache_clear(home: Home = DEFAULT_HOME,
+                stage: Annotated[Optional[list[str]], typer.Option(
+                    help="Only this stage's results (repeat for several); default: all.")] = None):
+    """Drop recorded task results, so the next run runs those stages again. Models, shards and
+    reports on disk stay: a stage whose intact output folder exists reuses it."""
+    _use_home(home)
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    from tasks.caching import STAGES, clear
+
+    _check_stages(stage or [], "--stage")
+    storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
+    dropped = clear(storage, stage or STAGES)
+    typer.echo(f"dropped {dropped} recorded result(s) of {', '.join(stage or STAGES)} "
+               f"from {storage}")
 
 
 @app.command()

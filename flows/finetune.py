@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from prefect import flow
 
+from tasks.caching import Stage, stages_from
 from tasks.config import PipelineConfig
-from tasks.download import RawData, download
+from tasks.download import download
 from tasks.evaluate import evaluate
-from tasks.records import ModelVersion
+from tasks.records import ModelVersion, RawData
 from tasks.register import register
 from tasks.tokenize import tokenize
 from tasks.train import train
@@ -34,15 +37,28 @@ def lineage(raw: RawData) -> dict[str, str]:
     return {f"sha256.{name}": digest for name, digest in raw.sha256.items()}
 
 
+STAGE_TASKS = {"download": download, "validate": validate, "tokenize": tokenize, "train": train,
+               "evaluate": evaluate, "register": register}
+
+
+def stages(rerun: Stage | None) -> SimpleNamespace:
+    """The stage tasks, those from `rerun` on told to run again whatever their cache holds."""
+    again = stages_from(rerun)
+    return SimpleNamespace(**{name: task.with_options(refresh_cache=True) if name in again
+                              else task for name, task in STAGE_TASKS.items()})
+
+
 @flow(name="finetune-mrpc")
-def finetune_mrpc(cfg: PipelineConfig = PipelineConfig(),
-                  parent_run_id: str | None = None) -> ModelVersion:
-    """Fine-tune BERT on MRPC and register it; every step is cached by content across runs."""
-    raw = download(cfg.data, cfg.home)
-    validation = validate(raw, cfg.data, cfg.home)
-    shards = tokenize(raw, cfg.data, cfg.model, cfg.home)
-    trained = train(raw, shards, cfg.model, cfg.train, cfg.home)
-    report = evaluate(trained, shards, cfg.eval, cfg.home)
-    return register(trained, report, cfg.registry, cfg.home, params=flatten(cfg),
+def finetune_mrpc(cfg: PipelineConfig = PipelineConfig(), parent_run_id: str | None = None,
+                  rerun: Stage | None = None) -> ModelVersion:
+    """Fine-tune BERT on MRPC and register it; every step is cached by content across runs
+    (`rerun`: run that stage and every one after it again)."""
+    run = stages(rerun)
+    raw = run.download(cfg.data, cfg.home)
+    validation = run.validate(raw, cfg.data, cfg.home)
+    shards = run.tokenize(raw, cfg.data, cfg.model, cfg.home)
+    trained = run.train(raw, shards, cfg.model, cfg.train, cfg.home)
+    report = run.evaluate(trained, shards, cfg.eval, cfg.home)
+    return run.register(trained, report, cfg.registry, cfg.home, params=flatten(cfg),
                     tags=lineage(raw), extra_artifacts=[validation, str(shards.manifest)],
                     parent_run_id=parent_run_id)

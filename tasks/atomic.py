@@ -11,15 +11,27 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasks.fingerprint import seal, unsealed
 
-def publish_dir(tmp: Path, dest: Path) -> None:
-    """Rename a finished folder into place; if a concurrent run got there first, keep theirs
-    (both were built from the same content-addressed inputs)."""
+
+def publish_dir(tmp: Path, dest: Path, replace: bool = False) -> None:
+    """Seal a finished folder (the stamps of its files, tasks/fingerprint.py) and rename it into
+    place. If `dest` exists: an intact (sealed) one that a
+    concurrent run got there first with is kept, as both came from the same content-addressed
+    inputs, unless `replace`; a damaged or unfinished one is swapped out and deleted."""
+    seal(tmp)
     try:
         os.replace(tmp, dest)
+        return
     except OSError:
         if not dest.is_dir():
             raise
+    if not replace and unsealed(dest) is None:
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+    os.replace(dest, trash / dest.name)
+    os.replace(tmp, dest)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

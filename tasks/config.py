@@ -3,7 +3,7 @@ live here once; CLI flags and prefect.yaml carry overrides only."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,12 @@ class RowBounds(_Slice):
 
 class DataConfig(_Slice):
     """Where the data and the pretrained checkpoint come from, and how shards are cut."""
+
+    # Fields that say where files come from (their content is hashed where it is used) and how
+    # they are fetched or processed: none changes what a stage after the download writes.
+    SOURCES: ClassVar[tuple[str, ...]] = ("mrpc_source", "mirror", "checkpoint",
+                                          "checkpoint_sha256")
+    TRANSPORT: ClassVar[tuple[str, ...]] = ("workers", "timeout_s")
 
     mrpc_source: str | None = Field(
         None, description="Folder or file:// URL holding GLUE's train/dev/test.tsv or the MSR "

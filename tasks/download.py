@@ -15,16 +15,17 @@ import urllib.parse
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
-from pydantic import BaseModel, ConfigDict
 
 from bert_core.checkpoint import find_google_release
 from tasks.archive import extract_zip
 from tasks.atomic import publish_dir
+from tasks.caching import cached
 from tasks.config import BERT_TINY_URL, DataConfig
 from tasks.fetch import Source, TransientFetchError, fetch, remove_stale_parts, sha256_file
 from tasks.mrpc import MSR_FILES, SPLITS, build_glue_mrpc
+from tasks.records import MrpcData, RawData
+from tasks.fingerprint import stamp, stamp_folder, unsealed
 from tasks.retry import retry_on
 
 _MSR_BASE = "https://dl.fbaipublicfiles.com/senteval/senteval_data/"
@@ -41,24 +42,6 @@ MRPC_PUBLIC = {
         "data%2Fmrpc_dev_ids.tsv?alt=media&token=ec5c0836-31d5-48f4-b431-7480817f1adc",
         "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7", 6222),
 }
-
-
-class MrpcData(BaseModel):
-    """GLUE's MRPC in a content-addressed folder, and the hashes of its files."""
-
-    model_config = ConfigDict(frozen=True)
-    glue_dir: str  # train.tsv, dev.tsv, test.tsv
-    sha256: dict[str, str]  # train/dev/test TSVs (and, in RawData, the checkpoint)
-
-    def tsv(self, split: str) -> Path:
-        return Path(self.glue_dir) / f"{split}.tsv"
-
-
-class RawData(MrpcData):
-    """What the download stage hands on: MRPC and the pretrained checkpoint."""
-
-    checkpoint_dir: str  # bert_config.json (+ bert_model.ckpt.*) or config.json + model.safetensors
-    vocab_file: str
 
 
 def _join(base: str, name: str) -> str:
@@ -100,7 +83,7 @@ def fetch_mrpc(cfg: DataConfig, home: Path, progress=None) -> tuple[Path, dict[s
     blobs = [fetch(s, cache, timeout=cfg.timeout_s, progress=progress) for s in sources]
     key = hashlib.sha256(" ".join(b.name for b in blobs).encode()).hexdigest()[:16]
     out = home / "data" / "mrpc" / key
-    if not out.is_dir():
+    if unsealed(out):  # absent, or damaged: rebuilt whole
         if kind == "glue":
             _copy_glue(blobs, out)
         else:
@@ -127,7 +110,7 @@ def fetch_checkpoint(cfg: DataConfig, home: Path, progress=None) -> tuple[Path, 
         return _release_root(local), _folder_sha256(local)
     blob = fetch(source, home / "cache", timeout=cfg.timeout_s, progress=progress)
     out = home / "checkpoints" / blob.name
-    if not out.is_dir():
+    if unsealed(out):
         extract_zip(blob, out)
     return _release_root(out), blob.name
 
@@ -152,8 +135,9 @@ def download_data(cfg: DataConfig, home: Path, progress=None) -> RawData:
     vocab = release / "vocab.txt"
     if not vocab.is_file():
         raise FileNotFoundError(f"{cfg.checkpoint}: the checkpoint has no vocab.txt")
+    files = (*(stamp(glue_dir / f"{s}.tsv") for s in SPLITS), *stamp_folder(release))
     return RawData(glue_dir=str(glue_dir), checkpoint_dir=str(release), vocab_file=str(vocab),
-                   sha256={**hashes, "checkpoint": checkpoint_sha})
+                   sha256={**hashes, "checkpoint": checkpoint_sha}, files=files)
 
 
 
@@ -191,15 +175,11 @@ def source_fingerprint(cfg: DataConfig) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _download_cache_key(context, parameters) -> str:
-    return f"{source_fingerprint(parameters['cfg'])}-{parameters['home']}"
-
-
 # Transient failures retried with backoff; cached by the sources' content (see above).
 FETCH_TASK = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
                   retry_jitter_factor=0.2, retry_condition_fn=retry_on(TransientFetchError),
-                  cache_policy=TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_download_cache_key),
-                  persist_result=True)
+                  **cached("download", __name__, ignore={"cfg": DataConfig.TRANSPORT},
+                           extra_key=lambda inputs: source_fingerprint(inputs["cfg"])))
 
 
 @task(name="download", **FETCH_TASK)
@@ -216,4 +196,5 @@ def download_mrpc(cfg: DataConfig, home: str) -> MrpcData:
     """Fetch MRPC alone (checking a data drop needs no checkpoint)."""
     remove_stale_parts(Path(home) / "cache")
     glue_dir, hashes = fetch_mrpc(cfg, Path(home), progress=_ProgressLog(get_run_logger()))
-    return MrpcData(glue_dir=str(glue_dir), sha256=hashes)
+    return MrpcData(glue_dir=str(glue_dir), sha256=hashes,
+                    files=tuple(stamp(glue_dir / f"{s}.tsv") for s in SPLITS))

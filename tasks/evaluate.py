@@ -15,7 +15,6 @@ dev (68.4%), which is a model that learned nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -32,20 +31,21 @@ from sklearn import metrics as skm
 
 from bert_core.features import FEATURE_NAMES, PARAPHRASE, Features
 from tasks.atomic import publish_dir, write_json
-from tasks.caching import BY_CONTENT
+from tasks.caching import cached, content_key, refreshing
+from tasks.fingerprint import sealed_files, unsealed
 from tasks.config import EvalConfig
 from tasks.predict import predict_logits
 from tasks.progress import run_log
-from tasks.records import EvalReport, TrainedModel
+from tasks.records import EvalReport, Shards, TrainedModel
 from tasks.shards import read_parquet_features
-from tasks.tokenize import Shards
 
 # Keras (and TensorFlow under it) is imported where a model is loaded, not here: a run whose
 # evaluate task is cached never pays the ~5 s import.
 if TYPE_CHECKING:
     import keras
 
-REPORT_FORMAT = 1  # bump when the files written for the same inputs change
+# What shapes the report besides our own code: the model's numerics, the metrics and the plots.
+LIBRARIES = ("tensorflow", "keras", "numpy", "jax", "jaxlib", "scikit-learn", "matplotlib")
 POSITIVE = PARAPHRASE  # GLUE's MRPC F1 is the F1 of this class
 logger = logging.getLogger(__name__)
 
@@ -290,14 +290,15 @@ def write_report(folder: Path, dev: tuple[np.ndarray, np.ndarray, list[str]],
 
 
 def read_report(out_dir: Path) -> EvalReport:
-    return EvalReport(report_dir=str(out_dir),
+    return EvalReport(report_dir=str(out_dir), files=sealed_files(out_dir),
                       **json.loads((out_dir / "metrics.json").read_text()))
 
 
 def evaluate_model(trained: TrainedModel, shards: Shards, cfg: EvalConfig,
-                   out_dir: Path) -> EvalReport:
-    """Predict dev and test and write the report folder (or read it back if already written)."""
-    if (out_dir / "metrics.json").is_file():
+                   out_dir: Path, refresh: bool = False) -> EvalReport:
+    """Predict dev and test and write the report folder (or read back an intact one, unless
+    `refresh`)."""
+    if not refresh and not unsealed(out_dir):
         return read_report(out_dir)
     import keras
 
@@ -316,16 +317,16 @@ def evaluate_model(trained: TrainedModel, shards: Shards, cfg: EvalConfig,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         write_report(tmp, dev, test_probs, trained.labels, cfg.collapse_share, history)
-        publish_dir(tmp, out_dir)
+        publish_dir(tmp, out_dir, replace=refresh)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return read_report(out_dir)
 
 
 def report_key(trained: TrainedModel, shards: Shards, cfg: EvalConfig) -> str:
-    parts = [f"format={REPORT_FORMAT}", trained.model_sha256, shards.manifest_sha256,
-             cfg.model_dump_json()]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    """The report folder's name: the evaluate stage's code, libraries and content inputs."""
+    return content_key("evaluate", __name__, LIBRARIES,
+                       {"trained": trained, "shards": shards, "cfg": cfg})
 
 
 def confusion_rows(matrix: list[list[int]], labels: tuple[str, ...]) -> list[dict]:
@@ -334,11 +335,11 @@ def confusion_rows(matrix: list[list[int]], labels: tuple[str, ...]) -> list[dic
             for label, row in zip(labels, matrix)]
 
 
-@task(name="evaluate", **BY_CONTENT)
+@task(name="evaluate", **cached("evaluate", __name__, LIBRARIES))
 def evaluate(trained: TrainedModel, shards: Shards, cfg: EvalConfig, home: str) -> EvalReport:
     """Dev metrics and plots, test predictions in run_classifier's and GLUE's formats."""
     report = evaluate_model(trained, shards, cfg, Path(home) / "reports" /
-                            report_key(trained, shards, cfg))
+                            report_key(trained, shards, cfg), refresh=refreshing())
     create_table_artifact(key="confusion-matrix", table=confusion_rows(report.confusion_matrix,
                                                                        trained.labels),
                           description=f"Dev confusion matrix; report in {report.report_dir}")

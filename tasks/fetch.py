@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.atomic import write_json
+from tasks.fingerprint import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,6 @@ class Source:
         if parts.scheme == "file":
             return Path(urllib.request.url2pathname(parts.path))
         return Path(self.location)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(source: Source, cache: Path, *, timeout: float = 60.0,

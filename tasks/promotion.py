@@ -120,7 +120,7 @@ def register_and_promote(client, run_id: str, report: EvalReport,
     aliases = client.get_model_version(name, number).aliases
     champion_value = version.tags["champion_value"]
     return ModelVersion(name=name, version=number, run_id=run_id,
-                        aliases=tuple(sorted(aliases)), promoted=promoted,
+                        tracking_uri=client.tracking_uri, aliases=tuple(sorted(aliases)), promoted=promoted,
                         decision=version.description, metric=metric,
                         value=float(version.tags["value"]),
                         champion_value=None if champion_value == "none" else float(champion_value))

@@ -6,9 +6,44 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from tasks.fingerprint import FileStamp
+
 
 class _Record(BaseModel):
+    """`files`: the stamps of every file the record points to, checked before a cached record is
+    trusted (tasks/caching.py); they are not part of any cache key."""
+
     model_config = ConfigDict(frozen=True)
+    files: tuple[FileStamp, ...] = ()
+
+
+class MrpcData(_Record):
+    """GLUE's MRPC in a content-addressed folder, and the hashes of its files."""
+
+    glue_dir: str  # train.tsv, dev.tsv, test.tsv
+    sha256: dict[str, str]  # train/dev/test TSVs (and, in RawData, the checkpoint)
+
+    def tsv(self, split: str) -> Path:
+        return Path(self.glue_dir) / f"{split}.tsv"
+
+
+class RawData(MrpcData):
+    """What the download stage hands on: MRPC and the pretrained checkpoint."""
+
+    checkpoint_dir: str  # bert_config.json (+ bert_model.ckpt.*) or config.json + model.safetensors
+    vocab_file: str
+
+
+class Shards(_Record):
+    """What the tokenize stage hands on: the shard folder and its manifest's hash and counts."""
+
+    shard_dir: str
+    manifest_sha256: str
+    rows: dict[str, int]
+
+    @property
+    def manifest(self) -> Path:
+        return Path(self.shard_dir) / "manifest.json"
 
 
 class TrainedModel(_Record):
@@ -54,6 +89,7 @@ class ModelVersion(_Record):
     name: str
     version: str
     run_id: str
+    tracking_uri: str = ""  # the store it was registered in
     aliases: tuple[str, ...]
     promoted: bool
     decision: str

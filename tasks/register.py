@@ -22,6 +22,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 from prefect import get_run_logger, task
@@ -31,10 +32,11 @@ from prefect.tasks import exponential_backoff
 
 import bert_core
 from bert_core.features import FEATURE_NAMES
-from tasks.caching import BY_CONTENT
+from tasks.caching import cached
 from tasks.config import RegistryConfig
-from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, open_store,
-                                sqlite_file, tracking_uri, transient_errors, using_tracking_uri)
+from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, is_transient,
+                                open_store, sqlite_file, tracking_uri, transient_errors,
+                                using_tracking_uri)
 from tasks.promotion import CHAMPION, compared_with, promotion_markdown, register_and_promote
 from tasks.records import EvalReport, ModelVersion, TrainedModel
 from tasks.retry import retry_on
@@ -216,8 +218,24 @@ def track(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: 
                         parent_run_id)[1]
 
 
+def version_registered(version: ModelVersion) -> str | None:
+    """A cached registration is usable while its version and run still exist in its store."""
+    client = mlflow.MlflowClient(version.tracking_uri, registry_uri=version.tracking_uri)
+    where = f"{version.name} version {version.version} in {version.tracking_uri}"
+    try:
+        client.get_run(client.get_model_version(version.name, version.version).run_id)
+    except MlflowException as err:
+        return f"{where} is gone ({err.error_code})"
+    except Exception as err:  # the store is unreachable or broken: register again, with retries
+        if is_transient(err, remote=version.tracking_uri.startswith("http")):
+            return f"{where} cannot be checked ({type(err).__name__})"
+        raise
+    return None
+
+
 @task(name="register", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
-      retry_condition_fn=retry_on(TransientRegistryError), **BY_CONTENT)
+      retry_condition_fn=retry_on(TransientRegistryError),
+      **cached("register", __name__, ("mlflow",), checks=(version_registered,)))
 def register(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
              parent_run_id: str | None = None) -> ModelVersion:

@@ -9,7 +9,6 @@ byte-identical from run to run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import shutil
@@ -22,20 +21,23 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
 
 from bert_core.tokenization import load_vocab
 from data_contracts.reader import read_tsv
 from tasks.atomic import publish_dir, write_json
-from tasks.caching import BY_CONTENT
+from tasks.caching import cached, content_key, refreshing
 from tasks.config import DataConfig, ModelConfig
-from tasks.download import RawData
-from tasks.fetch import sha256_file
+from tasks.records import RawData, Shards
+from tasks.fingerprint import sealed_files, sha256_file, unsealed
 from tasks.mrpc import SPLITS
 from tasks.shards import ShardInfo, ShardJob, plan_shards, write_shard
 from tasks.validate import publish, validate_shard_splits
 
-SHARD_FORMAT = 1  # bump when the bytes written for the same inputs change
+# What shapes the bytes written besides our own code (pyarrow writes the Parquet files).
+LIBRARIES = ("numpy", "pyarrow", "google-crc32c")
+# Settings that cannot change the shards: where the files came from (their content is in `raw`),
+# how they are checked, fetched, and how many processes write them.
+UNUSED = (*DataConfig.SOURCES, *DataConfig.TRANSPORT, "row_bounds")
 LABELED = {"train": True, "dev": True, "test": False}
 # One process tokenizes ~20k MRPC pairs/s; starting workers costs ~1.3 s (measured here, 2 cores),
 # so a pool pays off only past ~50k pairs. See bench/tokenization.py.
@@ -44,23 +46,10 @@ PARALLEL_MIN_ROWS = 50_000
 JobRunner = Callable[[list[ShardJob], int], list[ShardInfo]]
 
 
-class Shards(BaseModel):
-    """What the tokenize stage hands on: the shard folder and its manifest's hash and counts."""
-
-    model_config = ConfigDict(frozen=True)
-    shard_dir: str
-    manifest_sha256: str
-    rows: dict[str, int]
-
-    @property
-    def manifest(self) -> Path:
-        return Path(self.shard_dir) / "manifest.json"
-
-
-def shard_key(raw: RawData, data: DataConfig, model: ModelConfig, vocab_sha256: str) -> str:
-    parts = [f"format={SHARD_FORMAT}", f"vocab={vocab_sha256}", f"shard_size={data.shard_size}",
-             model.model_dump_json(), *(f"{s}={raw.sha256[f'{s}.tsv']}" for s in SPLITS)]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+def shard_key(raw: RawData, data: DataConfig, model: ModelConfig) -> str:
+    """The shard folder's name: the tokenize stage's code, libraries and content inputs."""
+    return content_key("tokenize", __name__, LIBRARIES, {"raw": raw, "model": model,
+                                                         "data": data}, {"data": UNUSED})
 
 
 def split_jobs(raw: RawData, split: str, data: DataConfig, model: ModelConfig,
@@ -104,12 +93,13 @@ def run_as_tasks(jobs: list[ShardJob], workers: int = 0) -> list[ShardInfo]:
 
 def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Path,
                     check: Callable[[Path], None] | None = None,
-                    run: JobRunner = run_jobs) -> Shards:
-    """Write the shards (unless these inputs were done before) with `run`; `check` sees the
-    finished folder before it is published and may raise to keep it from ever being seen."""
+                    run: JobRunner = run_jobs, refresh: bool = False) -> Shards:
+    """Write the shards with `run`, unless an intact folder of these inputs exists (or always,
+    with `refresh`); `check` sees the finished folder before it is published and may raise to
+    keep it from ever being seen."""
     vocab_sha = sha256_file(raw.vocab_file)
-    out = home / "shards" / shard_key(raw, data, model, vocab_sha)
-    if not (out / "manifest.json").is_file():
+    out = home / "shards" / shard_key(raw, data, model)
+    if refresh or unsealed(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
@@ -118,12 +108,13 @@ def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Pa
             write_json(tmp / "manifest.json", _manifest(raw, data, model, vocab_sha, infos))
             if check:
                 check(tmp)
-            publish_dir(tmp, out)
+            publish_dir(tmp, out, replace=refresh)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     manifest = out / "manifest.json"
     counts = {s: v["rows"] for s, v in json.loads(manifest.read_text())["splits"].items()}
-    return Shards(shard_dir=str(out), manifest_sha256=sha256_file(manifest), rows=counts)
+    return Shards(shard_dir=str(out), manifest_sha256=sha256_file(manifest), rows=counts,
+                  files=sealed_files(out))
 
 
 def _manifest(raw: RawData, data: DataConfig, model: ModelConfig, vocab_sha: str,
@@ -133,7 +124,7 @@ def _manifest(raw: RawData, data: DataConfig, model: ModelConfig, vocab_sha: str
         shards = [asdict(i) for i in infos if i.split == split]
         splits[split] = {"rows": sum(s["rows"] for s in shards), "labeled": LABELED[split],
                          "tsv_sha256": raw.sha256[f"{split}.tsv"], "shards": shards}
-    return {"format": SHARD_FORMAT, "max_seq_length": model.max_seq_length,
+    return {"max_seq_length": model.max_seq_length,
             "do_lower_case": model.do_lower_case, "labels": list(model.labels),
             "vocab_sha256": vocab_sha, "vocab_size": max(load_vocab(raw.vocab_file).values()) + 1,
             "shard_size": data.shard_size, "splits": splits}
@@ -143,8 +134,9 @@ def tokenize_stage(raw: RawData, data: DataConfig, model: ModelConfig, home: str
                    run: JobRunner = run_jobs) -> Shards:
     """Write every split as Parquet and TFRecord shards, checked against the shard contract
     before they are published (skipped if these inputs were done). Runs in a task or a flow."""
-    shards = tokenize_splits(raw, data, model, Path(home), run=run, check=lambda folder: publish(
-        validate_shard_splits(folder, raw), key="shard-validation"))
+    shards = tokenize_splits(raw, data, model, Path(home), run=run, refresh=refreshing(),
+                             check=lambda folder: publish(validate_shard_splits(folder, raw),
+                                                          key="shard-validation"))
     create_table_artifact(
         key="tokenized-shards", description=f"Shards in {shards.shard_dir}",
         table=[{"split": s, "rows": n} for s, n in shards.rows.items()])
@@ -152,7 +144,7 @@ def tokenize_stage(raw: RawData, data: DataConfig, model: ModelConfig, home: str
     return shards
 
 
-@task(name="tokenize", **BY_CONTENT)
+@task(name="tokenize", **cached("tokenize", __name__, LIBRARIES, ignore={"data": UNUSED}))
 def tokenize(raw: RawData, data: DataConfig, model: ModelConfig, home: str) -> Shards:
     """The tokenize stage on a local process pool, cached by its inputs."""
     return tokenize_stage(raw, data, model, home)

@@ -16,10 +16,10 @@ configs), written under a temp name and renamed whole.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -32,12 +32,10 @@ from prefect import get_run_logger, task
 from bert_core.checkpoint import load_pretrained, read_checkpoint
 from bert_core.config import BertConfig
 from tasks.atomic import exclusive, publish_dir, write_json
-from tasks.caching import BY_CONTENT
+from tasks.caching import cached, content_key, refreshing
 from tasks.config import ModelConfig, TrainConfig
-from tasks.download import RawData
-from tasks.fetch import sha256_file
-from tasks.records import TrainedModel
-from tasks.tokenize import Shards
+from tasks.fingerprint import sealed_files, sha256_file, unsealed
+from tasks.records import RawData, Shards, TrainedModel
 
 # Keras (and TensorFlow under it) is imported where training needs it, not here: a run whose
 # train task is cached never pays the ~5 s import (bench/pipeline.py's warm rerun).
@@ -45,13 +43,17 @@ if TYPE_CHECKING:
     from bert_core.model import BertClassifier
 
 logger = logging.getLogger(__name__)
-TRAIN_FORMAT = 1  # bump when the same inputs would train a different model
+# What shapes the trained numbers besides our own code; the Keras backend is named in the key too.
+LIBRARIES = ("tensorflow", "keras", "numpy", "jax", "jaxlib")
+# Settings that change when backups are written, never the model.
+UNUSED = ("save_every_steps", "save_min_seconds")
 
 
 def train_key(shards: Shards, raw: RawData, model: ModelConfig, train: TrainConfig) -> str:
-    parts = [f"format={TRAIN_FORMAT}", shards.manifest_sha256, raw.sha256["checkpoint"],
-             model.model_dump_json(), train.model_dump_json()]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    """The model folder's name: the train stage's code, libraries, backend and content inputs."""
+    return content_key("train", __name__, LIBRARIES, {
+        "shards": shards, "checkpoint": raw.sha256["checkpoint"], "model": model, "train": train,
+        "backend": keras_backend()}, {"train": UNUSED})
 
 
 def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig,
@@ -226,22 +228,27 @@ def read_history(path: Path, batch_size: int, seconds: float) -> dict:
 
 
 def train_model(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig,
-                home: Path, log: Callable[[str], None] = logger.info) -> TrainedModel:
-    """Train (or resume, or reuse) the model these inputs determine."""
+                home: Path, log: Callable[[str], None] = logger.info,
+                refresh: bool = False) -> TrainedModel:
+    """Train (or resume, or reuse an intact model folder of) the model these inputs determine;
+    with `refresh`, train again whatever exists."""
     key = train_key(shards, raw, model, train)
     out, work = home / "models" / key, home / "training" / key
     # One trainer per model: a second run of the same inputs waits, then finds the model.
     with exclusive(home / "training" / f"{key}.lock", on_wait=log):
-        if not (out / "record.json").is_file():
+        if refresh or (reason := unsealed(out)):
+            if not refresh and out.exists():
+                log(f"training again: {reason}")
             work.mkdir(parents=True, exist_ok=True)
             classifier, steps, seconds = fit(raw, shards, model, train, work, log)
-            _save(classifier, raw, model, train, work, out, steps, seconds)
+            _save(classifier, raw, model, train, work, out, steps, seconds, replace=refresh)
             shutil.rmtree(work, ignore_errors=True)
-    return TrainedModel.model_validate_json((out / "record.json").read_text())
+    record = TrainedModel.model_validate_json((out / "record.json").read_text())
+    return record.model_copy(update={"files": sealed_files(out)})
 
 
 def _save(classifier, raw: RawData, model: ModelConfig, train: TrainConfig, work: Path,
-          out: Path, steps: int, seconds: float) -> None:
+          out: Path, steps: int, seconds: float, replace: bool = False) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -258,16 +265,22 @@ def _save(classifier, raw: RawData, model: ModelConfig, train: TrainConfig, work
             max_seq_length=model.max_seq_length, do_lower_case=model.do_lower_case,
             labels=model.labels)
         (tmp / "record.json").write_text(record.model_dump_json(indent=2))
-        publish_dir(tmp, out)
+        publish_dir(tmp, out, replace=replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@task(name="train", **BY_CONTENT)
+def keras_backend() -> str:
+    """The backend Keras will load (read as Keras reads it, without importing Keras)."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+@task(name="train", **cached("train", __name__, LIBRARIES, ignore={"cfg": UNUSED},
+                             extra_key=lambda inputs: keras_backend()))
 def train(raw: RawData, shards: Shards, model: ModelConfig, cfg: TrainConfig,
           home: str) -> TrainedModel:
     """Fine-tune the classifier; a rerun after a crash resumes from the last backup."""
     log = get_run_logger().info
-    trained = train_model(raw, shards, model, cfg, Path(home), log)
+    trained = train_model(raw, shards, model, cfg, Path(home), log, refresh=refreshing())
     log(f"trained {trained.steps} steps in {trained.seconds:.1f} s -> {trained.model_dir}")
     return trained

@@ -18,9 +18,9 @@ from data_contracts.reader import read_tsv
 from data_contracts.validate import (ValidationReport, mrpc_pairs, validate_mrpc_split,
                                      validate_shard_frame)
 from tasks.atomic import write_json
-from tasks.caching import BY_CONTENT
+from tasks.caching import cached
 from tasks.config import DataConfig
-from tasks.download import MrpcData, RawData
+from tasks.records import MrpcData, RawData
 from tasks.mrpc import SPLITS
 
 
@@ -67,7 +67,19 @@ def publish(reports: list[ValidationReport], key: str) -> list[dict]:
     return rows
 
 
-@task(name="validate", **BY_CONTENT)
+def report_written(path: str) -> str | None:
+    """A cached validation is usable while its report is where the model's lineage points."""
+    return None if Path(path).is_file() else f"{path} is missing"
+
+
+# The suites are Great Expectations' and read through pandas; where the files came from and how
+# they were fetched cannot change the verdict on their content.
+LIBRARIES = ("great-expectations", "pandas")
+UNUSED = (*DataConfig.SOURCES, *DataConfig.TRANSPORT, "shard_size")
+
+
+@task(name="validate", **cached("validate", __name__, LIBRARIES, ignore={"data": UNUSED},
+                                checks=(report_written,)))
 def validate(raw: MrpcData, data: DataConfig, home: str) -> str:
     """The raw MRPC TSVs keep their contract (columns, labels, ids, duplicates, row counts).
     Returns the path of the validation report (JSON), kept for the model's lineage."""
