@@ -106,6 +106,7 @@ def _prefect_api_starting() -> Iterator[None]:
     if api:
         api.wait_until_up()
         os.environ["PREFECT_API_URL"] = api.url
+        os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to it
         from prefect.context import refresh_global_settings_context
 
         refresh_global_settings_context()
