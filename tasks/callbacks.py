@@ -161,7 +161,6 @@ class TrainingProgress(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.meter = Meter(self.total, int(self.model.optimizer.iterations.numpy()))
-        self.rate = 0.0  # steps/s over the last window
 
     def on_train_batch_begin(self, batch, logs=None):
         self.learning_rate = next_learning_rate(self.model)
@@ -169,17 +168,16 @@ class TrainingProgress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         values = f"loss {float(logs['loss']):.4f}, lr {self.learning_rate:.3g}"
-        if step % self.every == 0 or step >= self.total:
-            self.rate, eta = self.meter.read(step)
-            line = progress_line("step", step, self.total, self.rate * self.batch_size, eta,
-                                 "examples/s", values)
+        due = step % self.every == 0 or step >= self.total
+        rate, eta = self.meter.read(step) if due else self.meter.peek(step)  # the window so far
+        line = progress_line("step", step, self.total, rate * self.batch_size, eta, "examples/s",
+                             values)
+        if due:
             self._draw("")  # the log line goes where the bar was
             self.log(line)
             if self.report:
                 self.report(100 * step / self.total, line)
-        eta = (self.total - step) / self.rate if self.rate else float("inf")
-        self._draw(f"{bar(step, self.total)} " + progress_line(
-            "step", step, self.total, self.rate * self.batch_size, eta, "examples/s", values))
+        self._draw(f"{bar(step, self.total)} {line}")
 
     def _draw(self, text: str) -> None:
         if self.stream is not None:

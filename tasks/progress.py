@@ -46,11 +46,15 @@ class Meter:
         self._last = (self.done, self.clock())
 
     def read(self, done: int) -> tuple[float, float]:
-        """(units per second since the last read, seconds left at that rate)."""
-        now = self.clock()
+        """(units per second since the last read, seconds left at that rate); starts a new
+        window."""
+        rate_eta, self._last, self.done = self.peek(done), (done, self.clock()), done
+        return rate_eta
+
+    def peek(self, done: int) -> tuple[float, float]:
+        """What `read` would say, leaving the window open."""
         before, then = self._last
-        rate = (done - before) / max(now - then, 1e-9)
-        self._last, self.done = (done, now), done
+        rate = (done - before) / max(self.clock() - then, 1e-9)
         return rate, max(self.total - done, 0) / rate if rate > 0 else float("inf")
 
 
