@@ -71,9 +71,6 @@ def _use_home(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     for name, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                        # a busy 2-core machine can take longer than Prefect's 20 s to start
-                        # the temporary API server a run without PREFECT_API_URL uses
-                        ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"),
                         ("MLFLOW_DISABLE_TELEMETRY", "true"), ("GX_ANALYTICS_ENABLED", "false"),
                         *TENSORFLOW_ENV.items()):
         os.environ.setdefault(name, value)
@@ -256,7 +253,7 @@ def _finish(summary: dict, as_json: bool) -> None:
 
 
 def _check_stages(stages: list[str], flag: str) -> None:
-    from tasks.caching import STAGES
+    from tasks.config import STAGES  # no Prefect: it is imported once PREFECT_HOME is set
 
     for stage in stages:
         if stage not in STAGES:
@@ -277,7 +274,8 @@ def cache_clear(home: Home = DEFAULT_HOME,
     _use_home(home)
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
-    from tasks.caching import STAGES, clear
+    from tasks.caching import clear
+    from tasks.config import STAGES
 
     _check_stages(stage or [], "--stage")
     storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 from prefect import flow
 
-from tasks.caching import Stage, stages_from
-from tasks.config import PipelineConfig
+from tasks.caching import stages_from
+from tasks.config import PipelineConfig, Stage
 from tasks.download import download
 from tasks.evaluate import evaluate
 from tasks.records import ModelVersion, RawData

@@ -24,17 +24,16 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
+from tasks.config import STAGES
 from tasks.fingerprint import code_fingerprint, library_versions, stale
 
-Stage = Literal["download", "validate", "tokenize", "train", "evaluate", "register"]
-STAGES: tuple[str, ...] = get_args(Stage)  # in the order the fine-tune flow runs them
 Check = Callable[[Any], "str | None"]  # a recorded result -> why it cannot be used, or None
 
 

@@ -3,10 +3,12 @@ live here once; CLI flags and prefect.yaml carry overrides only."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+Stage = Literal["download", "validate", "tokenize", "train", "evaluate", "register"]
+STAGES: tuple[str, ...] = get_args(Stage)  # in the order the fine-tune flow runs them
 BERT_TINY_URL = "https://storage.googleapis.com/bert_models/2020_02_20/uncased_L-2_H-128_A-2.zip"
 
 
