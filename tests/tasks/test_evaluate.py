@@ -20,6 +20,7 @@ from tasks.evaluate import (collapse_check, confusion, dev_metrics, evaluate_mod
                             plot_confusion, plot_loss, plot_pr, plot_roc, summary_markdown,
                             write_dev_predictions, write_glue_submission, write_test_results)
 from tasks.fetch import sha256_file
+from tasks.fingerprint import SEAL
 from tasks.records import TrainedModel
 from tasks.tokenize import tokenize_splits
 from tests.fixtures import tiny_vocab, write_msr_files, write_release_zip
@@ -186,7 +187,7 @@ def test_evaluate_model_writes_the_whole_report_once(inputs, tmp_path):
     report = evaluate_model(trained, shards, EvalConfig(batch_size=4), out)
 
     assert report.report_dir == str(out)
-    assert {p.name for p in out.iterdir()} == REPORT_FILES
+    assert {p.name for p in out.iterdir()} == REPORT_FILES | {SEAL}  # sealed: whole
     assert [p.name for p in out.parent.iterdir()] == ["abc"]  # no temp folder left beside it
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == {"metrics": report.metrics, "confusion_matrix": report.confusion_matrix,

@@ -20,6 +20,7 @@ from bert_core.optimizer import train_steps
 from tasks.callbacks import SpacedBackup
 from tasks.config import DataConfig, ModelConfig, RowBounds, TrainConfig
 from tasks.download import download_data
+from tasks.fingerprint import SEAL
 from tasks.tokenize import tokenize_splits
 from tasks.train import train_key, train_model
 from tests.fixtures import write_msr_files, write_release_zip
@@ -55,7 +56,7 @@ def test_trains_run_classifiers_step_count_and_saves_everything(inputs, tmp_path
     assert folder.parent == tmp_path / "models"
     assert {p.name for p in folder.iterdir()} == {
         "model.keras", "history.json", "vocab.txt", "bert_config.json", "train_config.json",
-        "record.json"}
+        "record.json", SEAL}
     history = json.loads(trained.history_file.read_text())
     assert history["steps"] == list(range(1, 16))
     assert history["resumed_from_step"] is None
