@@ -12,7 +12,7 @@ side by side in one process on this CPU.
     whole      evaluate_model as the evaluate task calls it (model.keras load, dev + test
                prediction, metrics, plots, report files), Keras already imported
 
-Prints one JSON object as its last line; bench/results/evaluate.jsonl holds three runs on the
+Prints one JSON object as its last line; bench/results/evaluate.jsonl holds four runs on the
 shared 2-core machine (others' jobs running beside them: the 1-minute load average at the start
 of each is recorded with it).
 
