@@ -1,66 +1,83 @@
-"""Dev accuracy and F1 of the real MRPC fine-tune, ours against Hugging Face transformers on
-PyTorch, the same MiniLM-L3 weights and the same recipe, seed by seed in one run on this CPU.
+"""Dev accuracy, F1 and wall time of the real MRPC fine-tune, ours against Hugging Face
+transformers on PyTorch, on the same MiniLM-L3 weights and recipe: every variant x every seed in
+one invocation on one machine, seed by seed (seed 1: every variant, then seed 2, ...) so drift
+of the machine hits every variant alike.
 
-    ours        `bertflow run --json` as a user runs it: the real MRPC and the real MiniLM-L3
-                (Google layout) served over a loopback HTTP server from ../shared, one --home for
-                every run (the data stages are cached after the first), length-bucketed batches
-                (`train.bucket_boundaries`)
-    hf          Hugging Face's own fine-tune loop (examples/pytorch/text-classification/
-                run_glue_no_trainer.py): BertForSequenceClassification from the Hugging Face
-                layout of the same weights, its tokenizer, every pair padded to 128,
-                torch AdamW (decay 0.01 except bias and LayerNorm), linear warmup then decay,
-                gradients clipped to 1.0; the same step count as ours, int(n / batch * epochs)
-    settings    recipe: google-research/bert's MRPC recipe (lr 2e-5, 3 epochs, batch 32, seq 128,
-                warmup 0.1); better: lr 3e-5 for 2 epochs, from bench/gpu.py's search
-                (SETTINGS below; the earlier one-seed CPU search is in
-                bench/results/accuracy_search.jsonl)
-    wall time   the train stage: ours is the `train` task (checkpoint load, tf.data, fit, save);
-                HF's is model load plus its loop. The whole command (process start, tokenize,
-                evaluate) is reported beside it, with its CPU seconds (all its processes').
+    variant          impl  what runs (each one a whole command in a process of its own)
+    default          ours  `bertflow run --json --seed S`, nothing else overridden: each batch
+                           cut to its longest pair (train.padding "dynamic")
+    fastest          ours  the same with `train.bucket_boundaries` every 2 positions (BUCKETS)
+    max_length       HF    bench/hf_run_glue.py, every pair padded to 128 (run_glue's default)
+    longest          HF    dynamic padding: the same batches, each cut to its longest pair
+    group_by_length  HF    transformers' LengthGroupedSampler (the Trainer's group_by_length)
 
-Target: ours bucketed / HF padded train wall time <= 0.4 at equal or better accuracy.
-Each finished run is appended to --out/accuracy.jsonl at once, and a rerun skips what is already
-there (--fresh starts over), so a long run can be stopped and continued. Prints a table of
-ratios; writes bench/results/accuracy.{md,json}; the last line printed is one JSON object.
+Every ours run is cold: a fresh --home (downloads the real MRPC and MiniLM-L3 zip from a loopback
+HTTP server over ../shared, validates, tokenizes, trains, evaluates dev, predicts test, registers).
+HF's command does the same work: load, tokenize, train, save, evaluate dev, predict test (1,725
+pairs). `train_s` is the train stage (ours: the `train` task; HF: model load, loop, save);
+`command_s` the whole command with its CPU seconds (all its processes') and peak RSS.
 
-    python bench/accuracy.py [--quick] [--shared ../shared] [--seeds 1 2 3] [--settings ...]
+Targets, recipe settings (lr 2e-5, 3 epochs, batch 32, seq 128, warmup 0.1), means over the
+seeds, each also needing a mean dev accuracy equal to or better than its anchor's:
+    default train_s / HF longest train_s                  <= 1.0
+    fastest train_s / HF group_by_length train_s          <= 0.6
+    default command_s / HF max_length command_s           <= 0.8  (run_glue's default padding:
+                                                                   what its users run unchanged)
+
+Each finished run is appended at once to accuracy.jsonl in --out, with the commit, the CPU and
+the library versions; a rerun skips the runs already there for the same commit and CPU (--fresh
+starts a new file). Writes accuracy.{md,json} to --out (bench/results); the last line printed is
+one JSON object. The full run (15 commands) takes about 100 minutes on an idle 2-core CPU: per
+seed roughly HF max_length 10 min, longest 7, group_by_length 5, ours 5-6 each (estimates).
+
+    python bench/accuracy.py [--seeds 1 2 3] [--settings recipe better] [--variants ...] [--fresh]
+    python bench/accuracy.py --quick     # 1 seed, 0.05 epoch (5 steps), every variant, ~4 min:
+                                         # a smoke test, into a temp folder unless --out
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
-import resource
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+
+from accuracy_report import machine, report, summarize  # bench/ is the first sys.path entry
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 # Upper bounds of the length buckets (the last is 128): every 2 positions over MRPC's packed lengths
 # (mean 53.2, p95 74, max 103). Each pair is then padded by 0.5 positions on average (bounds every
-# 8: 3.7); 120 steps of the real fine-tune took 10% less time (mean of two tries each).
+# 8: 3.7); 120 steps of the real fine-tune took 10% less time (mean of two tries each). It is the
+# fastest training option on this CPU: bench/results/train.md has bucketed MiniLM-L3 at 2.2x the
+# examples/s of padded, and XLA (train.jit_compile) at 0.45x of padded with buckets (one compile
+# per bucket shape), so "fastest" is bucketing alone.
 BUCKETS = tuple(range(16, 112, 2))
-# `hf_padding`: the anchor for the wall-time target pads every pair to 128 ("max_length", as
-# run_glue does by default); elsewhere HF pads each batch to its longest pair ("longest", run_glue's
-# --pad_to_max_length False), which leaves the accuracy alone and halves HF's time.
-# A setting may also set `batch_size` and `warmup_proportion` (default: the recipe's 32 and 0.1).
-# "better": bench/gpu.py's search on a GPU (JAX; 30 learning-rate x epochs settings, 4 to 9 seeds
-# each; bench/results/gpu.md) found no setting with higher dev accuracy than the recipe beyond
-# noise: past 3 epochs the fine-tune overfits at every rate. 3e-5 for 2 epochs tied the recipe's
-# accuracy over 9 seeds (0.7198 +/- 0.0030 against 0.7198 +/- 0.0071), F1 0.8130 against 0.8113,
-# in two thirds of the steps: better in cost and spread, not in accuracy.
-SETTINGS = {"recipe": {"learning_rate": 2e-5, "epochs": 3.0, "hf_padding": "max_length"},
-            "better": {"learning_rate": 3e-5, "epochs": 2.0, "hf_padding": "longest"}}
-CODE = ("bert_core", "data_contracts", "tasks", "flows", "pyproject.toml")  # what a run measures
-TRAIN_KEYS = ("learning_rate", "epochs", "batch_size", "warmup_proportion")
+VARIANTS = {"default": {"impl": "ours", "train": {}},
+            "fastest": {"impl": "ours", "train": {"bucket_boundaries": list(BUCKETS)}},
+            "max_length": {"impl": "hf", "padding": "max_length"},
+            "longest": {"impl": "hf", "padding": "longest"},
+            "group_by_length": {"impl": "hf", "padding": "group_by_length"}}
+# "recipe": google-research/bert's MRPC recipe, TrainConfig's defaults. "better": bench/gpu.py's
+# search on a GPU (JAX; 30 learning-rate x epochs settings, 4 to 9 seeds each; bench/results/
+# gpu.md) found no setting with higher dev accuracy than the recipe beyond noise: past 3 epochs
+# the fine-tune overfits at every rate. 3e-5 for 2 epochs tied the recipe's accuracy over 9 seeds
+# (0.7198 +/- 0.0030 against 0.7198 +/- 0.0071) in two thirds of the steps.
+RECIPE = {"learning_rate": 2e-5, "epochs": 3.0, "batch_size": 32, "warmup_proportion": 0.1}
+SETTINGS = {"recipe": RECIPE, "better": {**RECIPE, "learning_rate": 3e-5, "epochs": 2.0}}
+QUICK_EPOCHS = 0.05  # 5 steps
+# what a run measures: a change here makes the commit "-dirty" (with a hash of the change)
+CODE = ("bert_core", "data_contracts", "tasks", "flows", "pyproject.toml", "bench/accuracy.py",
+        "bench/hf_run_glue.py")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
 
 
 @contextlib.contextmanager
@@ -85,275 +102,170 @@ def loopback(folder: Path):
 
 def served_sources(shared: Path, base: str) -> list[str]:
     """`bertflow run` flags for the real MRPC and MiniLM-L3 zip (pinned) served from `base`."""
+    import hashlib
+
     zip_path = shared / "checkpoints" / "minilm-l3-h384-uncased.zip"
     return ["--mrpc-source", f"{base}/data/mrpc", "--checkpoint",
             f"{base}/checkpoints/{zip_path.name}",
             "--checkpoint-sha256", hashlib.sha256(zip_path.read_bytes()).hexdigest()]
 
 
-def children_cpu_s() -> float:
-    """CPU seconds (user + system) of every finished child process of this one, so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def timed(cmd: list[str]) -> tuple[str, dict]:
+    """Run `cmd` to its end: its stdout, and its wall seconds, CPU seconds (user + system, its
+    own and its waited-for children's) and peak RSS (its largest process), from wait4."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=ENV)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{stderr[-4000:]}")
+    return stdout, {"command_s": round(wall, 1),
+                    "command_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+                    "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+
+
+def ours_train(variant: str, setting: dict) -> dict:
+    """The train section a variant's `bertflow run` is given: the setting where it differs from
+    TrainConfig's defaults (nothing, for the recipe), plus the variant's own options."""
+    from tasks.config import TrainConfig
+
+    defaults = TrainConfig()
+    return {**{k: v for k, v in setting.items() if getattr(defaults, k) != v},
+            **VARIANTS[variant]["train"]}
+
+
+def run_ours(variant: str, setting: dict, seed: int, sources: list[str], scratch: Path) -> dict:
+    """A cold `bertflow run --json` (a fresh --home, removed afterwards)."""
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
+    args = ["run", "--json", "--home", str(home), *sources, "--seed", str(seed)]
+    if train := ours_train(variant, setting):
+        config = scratch / f"{home.name}.json"
+        config.write_text(json.dumps({"train": train}))
+        args += ["--config", str(config)]
+    try:
+        stdout, usage = timed([str(Path(sys.executable).with_name("bertflow")), *args])
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    if summary["tasks"]["train"]["state"] != "Completed":  # a cached model times nothing
+        sys.exit(f"train was {summary['tasks']['train']['state']} in a fresh --home")
+    metrics = summary["dev_metrics"]
+    return {"accuracy": metrics["accuracy"], "f1": metrics["f1"],
+            "collapsed": "collapsed" in summary["model"]["decision"],
+            "train_s": summary["tasks"]["train"]["seconds"], **usage,
+            "stages": {name: t["seconds"] for name, t in summary["tasks"].items()}}
+
+
+def run_hf(variant: str, setting: dict, seed: int, shared: Path, scratch: Path) -> dict:
+    """bench/hf_run_glue.py as a command of its own (model and predictions into scratch)."""
+    out = Path(tempfile.mkdtemp(prefix="hf-", dir=scratch))
+    try:
+        stdout, usage = timed([sys.executable, str(ROOT / "bench" / "hf_run_glue.py"),
+                               "--shared", str(shared), "--padding", VARIANTS[variant]["padding"],
+                               "--seed", str(seed), "--setting", json.dumps(setting),
+                               "--out", str(out)])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {**json.loads(stdout.strip().splitlines()[-1]), **usage}
 
 
 def bertflow_commit() -> str:
-    """The commit whose bertflow a run measures, "-dirty" when the code differs from it (results
-    written under bench/ do not count)."""
+    """The commit whose code a run measures; "-dirty.HASH" (of the change) when CODE differs
+    from it. Results written under bench/results do not count."""
+    import hashlib
+
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, text=True, capture_output=True)
+        return subprocess.run(["git", *args], cwd=ROOT, text=True, capture_output=True).stdout
 
-    changed = git("diff", "--quiet", "HEAD", "--", *CODE).returncode != 0
-    return git("rev-parse", "--short", "HEAD").stdout.strip() + ("-dirty" if changed else "")
-
-
-def bertflow_run(args: list[str]) -> dict:
-    """`bertflow run --json ARGS` in a subprocess: its summary plus `wall_seconds`."""
-    exe = Path(sys.executable).with_name("bertflow")
-    start, cpu = time.perf_counter(), children_cpu_s()
-    done = subprocess.run([str(exe), "run", "--json", *args], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    if done.returncode != 0:
-        sys.exit(f"bertflow run {' '.join(args)} failed:\n{done.stderr[-4000:]}")
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    summary["wall_seconds"] = round(time.perf_counter() - start, 1)
-    summary["cpu_seconds"] = round(children_cpu_s() - cpu, 1)
-    return summary
+    change = git("diff", "HEAD", "--", *CODE) + git("ls-files", "--others", "--exclude-standard",
+                                                    "--", *CODE)
+    head = git("rev-parse", "--short", "HEAD").strip()
+    return f"{head}-dirty.{hashlib.sha256(change.encode()).hexdigest()[:8]}" if change else head
 
 
-def run_ours(common: list[str], home: Path, setting: dict, seed: int) -> dict:
-    """`bertflow run` of `setting` with length bucketing, its train section given as a config."""
-    config = home.parent / f"{home.name}-train.yaml"
-    config.write_text(json.dumps({"train": {"bucket_boundaries": list(BUCKETS), **{
-        k: v for k, v in setting.items() if k in TRAIN_KEYS}}}))
-    summary = bertflow_run([*common, "--config", str(config), "--seed", str(seed)])
-    if summary["tasks"]["train"]["state"] != "Completed":  # a cached model times nothing
-        sys.exit(f"train was {summary['tasks']['train']['state']} in this --home: use a new one")
-    metrics = summary["dev_metrics"]
-    return {"accuracy": metrics["accuracy"], "f1": metrics["f1"],
-            "train_s": summary["tasks"]["train"]["seconds"],
-            "command_s": summary["wall_seconds"], "command_cpu_s": summary["cpu_seconds"],
-            "collapsed": "collapsed" in summary["model"]["decision"]}
-
-
-# --- Hugging Face's fine-tune, in a worker process of its own -----------------------------------
-
-def hf_finetune(shared: Path, setting: dict, seed: int) -> dict:
-    import numpy as np
-    import torch
-    from sklearn.metrics import accuracy_score, f1_score
-    from transformers import AutoTokenizer, BertForSequenceClassification, set_seed
-    from transformers.optimization import get_linear_schedule_with_warmup
-
-    from bert_core.optimizer import train_steps
-    from data_contracts.reader import read_tsv
-
-    hf_dir = shared / "checkpoints" / "minilm-l3-h384-uncased-hf"
-    padding, batch_size = setting["hf_padding"], setting.get("batch_size", 32)
-    torch.set_num_threads(os.cpu_count() or 1)
-    set_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-
-    def encode(split: str):
-        frame = read_tsv(shared / "data" / "mrpc" / f"{split}.tsv")
-        enc = tokenizer(list(frame["#1 String"]), list(frame["#2 String"]), truncation=True,
-                        max_length=128, padding="max_length", return_tensors="pt")
-        labels = torch.tensor(frame["Quality"].astype(int).to_numpy())
-        return torch.utils.data.TensorDataset(enc["input_ids"], enc["attention_mask"],
-                                              enc["token_type_ids"], labels)
-
-    train_set, dev_set = encode("train"), encode("dev")
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model = BertForSequenceClassification.from_pretrained(hf_dir, num_labels=2)
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [{"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-               "weight_decay": 0.01},
-              {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
-               "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=setting["learning_rate"])
-    steps, warmup = train_steps(len(train_set), batch_size, setting["epochs"],
-                                setting.get("warmup_proportion", 0.1))
-    schedule = get_linear_schedule_with_warmup(optimizer, warmup, steps)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True,
-                                         drop_last=True,
-                                         generator=torch.Generator().manual_seed(seed))
-    model.train()
-    done = 0
-    while done < steps:
-        for ids, mask, segments, labels in loader:
-            if padding == "longest":  # (batch, 128) -> (batch, longest pair in the batch)
-                width = int(mask.sum(1).max())
-                ids, mask, segments = ids[:, :width], mask[:, :width], segments[:, :width]
-            loss = model(input_ids=ids, attention_mask=mask, token_type_ids=segments,
-                         labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            done += 1
-            if done == steps:
-                break
-    train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
-    model.eval()
-    predictions, labels = [], []
-    with torch.no_grad():
-        for ids, mask, segments, y in torch.utils.data.DataLoader(dev_set, batch_size=64):
-            logits = model(input_ids=ids, attention_mask=mask, token_type_ids=segments).logits
-            predictions.append(logits.argmax(-1).numpy())
-            labels.append(y.numpy())
-    predictions, labels = np.concatenate(predictions), np.concatenate(labels)
-    majority = max(np.mean(labels), 1 - np.mean(labels))
-    share = max(np.mean(predictions), 1 - np.mean(predictions))
-    accuracy = float(accuracy_score(labels, predictions))
-    return {"accuracy": accuracy,
-            "f1": float(f1_score(labels, predictions)), "train_s": round(train_s, 1),
-            "train_cpu_s": round(train_cpu_s, 1), "steps": steps,
-            # as our evaluate task flags it: one class for >= 95% of dev, or no better than it
-            "collapsed": bool(share >= 0.95 or accuracy <= majority),
-            "padding": padding,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def run_hf(shared: Path, setting: dict, seed: int) -> dict:
-    cmd = [sys.executable, __file__, "--hf-worker", "--shared", str(shared), "--seeds", str(seed),
-           "--setting", json.dumps(setting)]
-    start, cpu = time.perf_counter(), children_cpu_s()
-    done = subprocess.run(cmd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if done.returncode != 0:
-        sys.exit(f"HF fine-tune failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**result, "command_s": round(time.perf_counter() - start, 1),
-            "command_cpu_s": round(children_cpu_s() - cpu, 1)}
-
-
-# --- the report ----------------------------------------------------------------------------------
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def summarize(runs: list[dict]) -> dict:
-    """Per setting: mean and sd of each figure for ours and HF, and the wall-time ratios."""
-    out = {}
-    for setting in dict.fromkeys(r["setting"] for r in runs):
-        group = {impl: [r for r in runs if r["setting"] == setting and r["impl"] == impl]
-                 for impl in ("ours", "hf")}
-        if not all(group.values()):
-            continue
-        first = group["ours"][0]
-        row = {"seeds": sorted({r["seed"] for r in group["ours"]}),
-               **{k: first[k] for k in (*TRAIN_KEYS, "hf_padding") if k in first}}
-        for impl, rs in group.items():
-            for key in ("accuracy", "f1", "train_s", "command_s", "command_cpu_s"):
-                row[f"{impl}_{key}"] = mean_sd([r[key] for r in rs])
-            row[f"{impl}_collapsed"] = sum(r["collapsed"] for r in rs)
-        row["train_ratio"] = row["ours_train_s"][0] / row["hf_train_s"][0]
-        row["command_ratio"] = row["ours_command_s"][0] / row["hf_command_s"][0]
-        row["command_cpu_ratio"] = row["ours_command_cpu_s"][0] / row["hf_command_cpu_s"][0]
-        out[setting] = row
-    return out
-
-
-def report(runs: list[dict], summary: dict) -> str:
-    lines = ["| setting | impl | seed | dev accuracy | dev F1 | collapsed | train s | command s "
-             "| command CPU s |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
-    for r in runs:
-        lines.append(f"| {r['setting']} | {r['impl']} | {r['seed']} | {r['accuracy']:.4f} | "
-                     f"{r['f1']:.4f} | {'yes' if r['collapsed'] else 'no'} | {r['train_s']:.1f} "
-                     f"| {r['command_s']:.1f} | {r['command_cpu_s']:.1f} |")
-    lines += ["", "| setting | impl | dev accuracy | dev F1 | collapsed | train s | "
-              "ours / HF train s | ours / HF command s | ours / HF command CPU s |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for setting, row in summary.items():
-        for impl in ("ours", "hf"):
-            ratios = (f"{row['train_ratio']:.3f} | {row['command_ratio']:.3f} | "
-                      f"{row['command_cpu_ratio']:.3f}" if impl == "ours" else "1 | 1 | 1")
-            lines.append(
-                f"| {setting} ({describe(row)}) | "
-                f"{impl if impl == 'ours' else 'HF, pad ' + row['hf_padding']} | "
-                f"{row[f'{impl}_accuracy'][0]:.4f} +/- {row[f'{impl}_accuracy'][1]:.4f} | "
-                f"{row[f'{impl}_f1'][0]:.4f} +/- {row[f'{impl}_f1'][1]:.4f} | "
-                f"{row[f'{impl}_collapsed']}/{len(row['seeds'])} | "
-                f"{row[f'{impl}_train_s'][0]:.1f} | {ratios} |")
-    return "\n".join(lines) + "\n"
-
-
-def describe(setting: dict) -> str:
-    """'lr 2e-05, 3 ep', plus batch and warmup where they are not the recipe's."""
-    extra = "".join(f", {label} {setting[key]:g}" for key, label in
-                    (("batch_size", "batch"), ("warmup_proportion", "warmup")) if key in setting)
-    return f"lr {setting['learning_rate']:g}, {setting['epochs']:g} ep{extra}"
+def same_run(row: dict, key: dict) -> bool:
+    return all(row.get(k) == v for k, v in key.items())
 
 
 def load_runs(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def main() -> None:
+def run_all(opts, settings: dict, log: Path, here: dict) -> list[dict]:
+    """Every setting x seed x variant not yet in `log` for this commit and CPU, each appended to
+    it as it finishes; returns this commit's and CPU's runs of the settings asked for."""
+    runs = load_runs(log)
+    scratch = Path(tempfile.mkdtemp(prefix="bertflow-acc-"))
+    try:
+        with loopback(opts.shared) as base:
+            sources = served_sources(opts.shared, base)
+            for name, setting in settings.items():
+                for seed in opts.seeds:
+                    for variant in opts.variants:
+                        key = {"setting": name, "settings": setting, "variant": variant,
+                               "seed": seed, "commit": here["commit"], "cpu": here["cpu"]}
+                        if any(same_run(r, key) for r in runs):
+                            continue
+                        result = (run_ours(variant, setting, seed, sources, scratch)
+                                  if VARIANTS[variant]["impl"] == "ours"
+                                  else run_hf(variant, setting, seed, opts.shared, scratch))
+                        row = {**key, "impl": VARIANTS[variant]["impl"], **result,
+                               "versions": here["versions"],
+                               "utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                        runs.append(row)
+                        with open(log, "a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        print(f"{name} seed {seed} {variant}: accuracy {row['accuracy']:.4f} "
+                              f"f1 {row['f1']:.4f}, train {row['train_s']:.1f} s, command "
+                              f"{row['command_s']:.1f} s", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [r for r in runs if same_run(r, {"commit": here["commit"], "cpu": here["cpu"]})
+            and r["setting"] in settings and r["variant"] in opts.variants]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--impls", nargs="+", default=["ours", "hf"], choices=["ours", "hf"])
-    parser.add_argument("--home", type=Path, default=None, help="bertflow home (default: temp)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where accuracy.* go")
-    parser.add_argument("--fresh", action="store_true", help="forget runs already in --out")
+    parser.add_argument("--settings", nargs="+", default=["recipe"], choices=list(SETTINGS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where accuracy.{jsonl,md,json} go (bench/results; --quick: temp)")
+    parser.add_argument("--fresh", action="store_true", help="start a new accuracy.jsonl")
     parser.add_argument("--quick", action="store_true",
-                        help="0.05 epoch, one seed, the recipe only; results to a temp folder")
-    parser.add_argument("--probe", type=json.loads, metavar="JSON",
-                        help='search: ours only, first seed only, one setting given as JSON, e.g. '
-                             '\'{"learning_rate": 3e-5, "epochs": 3}\' (the rest as "recipe"); '
-                             'appended to accuracy_search.jsonl in --out')
-    parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--setting", type=json.loads, help=argparse.SUPPRESS)
-    opts = parser.parse_args()
-    if opts.hf_worker:
-        print(json.dumps(hf_finetune(opts.shared, opts.setting, opts.seeds[0])))
-        return
+                        help=f"smoke test: the first seed, {QUICK_EPOCHS} epoch of the recipe; "
+                             "results to a temp folder unless --out")
+    return parser.parse_args()
+
+
+def main() -> None:
+    opts = parse_args()
     settings = {name: SETTINGS[name] for name in opts.settings}
-    log_name = "accuracy.jsonl"
     if opts.quick:
-        opts.seeds, opts.out = opts.seeds[:1], Path(tempfile.mkdtemp(prefix="bertflow-acc-"))
-        settings = {"recipe": {**SETTINGS["recipe"], "epochs": 0.05}}
-    if opts.probe:
-        opts.seeds, opts.impls, log_name = opts.seeds[:1], ["ours"], "accuracy_search.jsonl"
-        settings = {"better": {**SETTINGS["recipe"], "hf_padding": "longest", **opts.probe}}
-    opts.out.mkdir(parents=True, exist_ok=True)
-    log = opts.out / log_name
+        opts.seeds, settings = opts.seeds[:1], {"quick": {**RECIPE, "epochs": QUICK_EPOCHS}}
+        opts.out = opts.out or Path(tempfile.mkdtemp(prefix="bertflow-acc-quick-"))
+    out = opts.out or RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "accuracy.jsonl"
     if opts.fresh:
         log.unlink(missing_ok=True)
-    runs = load_runs(log)
-    home = opts.home or Path(tempfile.mkdtemp(prefix="bertflow-acc-home-"))
-    code = bertflow_commit()
-    with loopback(opts.shared) as base:
-        common = ["--home", str(home), *served_sources(opts.shared, base)]
-        for name, setting in settings.items():
-            for seed in opts.seeds:
-                for impl in opts.impls:
-                    if any(r["setting"] == name and r["seed"] == seed and r["impl"] == impl
-                           and all(r.get(k) == v for k, v in setting.items()) for r in runs):
-                        continue
-                    result = (run_ours(common, home, setting, seed) if impl == "ours"
-                              else run_hf(opts.shared, setting, seed))
-                    result.update(setting=name, seed=seed, impl=impl, **setting, code=code)
-                    runs.append(result)
-                    with open(log, "a") as f:
-                        f.write(json.dumps(result) + "\n")
-                    print(f"{name} ({describe(setting)}) seed {seed} {impl}: "
-                          f"accuracy {result['accuracy']:.4f} "
-                          f"f1 {result['f1']:.4f}, train {result['train_s']:.1f} s, "
-                          f"command {result['command_s']:.1f} s", flush=True)
-    if opts.probe:
-        return
-    summary = summarize(runs)
-    table = report(runs, summary)
+    here = {"commit": bertflow_commit(), **machine()}
+    runs = run_all(opts, settings, log, here)
+    summary = summarize(runs, settings)
+    table = report(runs, summary, here)
     print(table)
-    (opts.out / "accuracy.md").write_text(table)
-    (opts.out / "accuracy.json").write_text(json.dumps({"buckets": BUCKETS, "runs": runs,
-                                                        "summary": summary}, indent=1) + "\n")
-    print(json.dumps({"buckets": BUCKETS, "summary": summary}))
+    (out / "accuracy.md").write_text(table)
+    header = {"commit": here["commit"], "cpu": here["cpu"], "versions": here["versions"],
+              "buckets": BUCKETS, "out": str(out)}
+    (out / "accuracy.json").write_text(
+        json.dumps({**header, "runs": runs, "summary": summary}, indent=1) + "\n")
+    print(json.dumps({**header, "summary": summary}))
 
 
 if __name__ == "__main__":

@@ -60,33 +60,42 @@ def tokenize_panel(ax, tok: dict) -> None:
          "Tokenize stage pairs/s (both shard formats written), ours / anchor")
 
 
-def accuracy_panel(ax, acc: dict) -> None:
-    width, x = 0.2, 0
-    ticks, names = [], []
-    for setting, row in acc["summary"].items():
-        for j, (impl, metric) in enumerate([(i, m) for m in ("accuracy", "f1")
-                                            for i in ("ours", "hf")]):
-            mean, sd = row[f"{impl}_{metric}"]
-            ax.bar(x + j * width, mean, width, yerr=sd, capsize=3,
-                   color={"ours": "tab:blue", "hf": "tab:orange"}[impl],
+def recipe_row(acc: dict | None) -> dict | None:
+    """The recipe's summary in accuracy.json (per variant mean +/- sd, the target ratios), or
+    None when it has none (a file from before variants were recorded has no "variants")."""
+    row = (acc or {}).get("summary", {}).get("recipe")
+    return row if row and "variants" in row else None
+
+
+def accuracy_panel(ax, row: dict) -> None:
+    """Dev accuracy and F1 of every variant, mean +/- sd over the seeds."""
+    names, seen = list(row["variants"]), set()
+    for i, name in enumerate(names):
+        variant = row["variants"][name]
+        for j, metric in enumerate(("accuracy", "f1")):
+            label = f"{variant['impl']} {metric}"
+            mean, sd = variant[metric]
+            ax.bar(i + (j - 0.5) * 0.4, mean, 0.4, yerr=sd, capsize=3,
+                   color={"ours": "tab:blue", "hf": "tab:orange"}[variant["impl"]],
                    alpha=1.0 if metric == "accuracy" else 0.55,
-                   label=f"{impl} {metric}" if x == 0 else None)
-        ticks.append(x + 1.5 * width)
-        names.append(f"{setting}\nlr {row['learning_rate']:g}, {row['epochs']:g} ep")
-        x += 1
+                   label=None if label in seen else label)
+            seen.add(label)
     ax.axhline(MAJORITY, color="black", linestyle=":", linewidth=1, label="majority baseline")
     ax.set_ylim(0.6, 0.9)
-    ax.set_xticks(ticks, names, fontsize=8)
-    ax.set_title("MRPC dev accuracy / F1 (mean +/- sd, 3 seeds)", fontsize=10)
+    ax.set_xticks(range(len(names)), [f"{row['variants'][n]['impl']} {n}" for n in names],
+                  fontsize=8)
+    ax.set_title(f"MRPC dev accuracy / F1, recipe (mean +/- sd, {len(row['seeds'])} seeds)",
+                 fontsize=10)
     ax.legend(fontsize=7, ncol=3, loc="upper left")
 
 
-def time_panel(ax, acc: dict | None, pipeline: dict | None) -> None:
+def time_panel(ax, row: dict | None, pipeline: dict | None) -> None:
     labels, values, targets = [], [], []
-    if acc and "recipe" in acc["summary"]:
-        labels.append("MRPC fine-tune, train stage\nours bucketed / HF padded")
-        values.append(acc["summary"]["recipe"]["train_ratio"])
-        targets.append(0.4)
+    for t in (row or {}).get("targets", []):
+        labels.append(f"{t['figure'].removesuffix('_s')}: ours\n{t['variant']} / HF\n"
+                      f"{t['anchor']}")
+        values.append(t["ratio"])
+        targets.append(t["target"])
     if pipeline:
         labels += ["warm / cold\nwhole command", "Prefect overhead\n/ cold flow"]
         values += [pipeline["warm_over_cold_command"], pipeline["prefect_overhead_share_cold"]]
@@ -144,9 +153,10 @@ def main() -> None:
         train_panel(axes[0, 0], train)
     if tok:
         tokenize_panel(axes[0, 1], tok)
-    if acc:
-        accuracy_panel(axes[1, 0], acc)
-    time_panel(axes[1, 1], acc, pipeline)
+    recipe = recipe_row(acc)
+    if recipe:
+        accuracy_panel(axes[1, 0], recipe)
+    time_panel(axes[1, 1], recipe, pipeline)
     if gpu:
         gpu_search_panel(axes[0, 2], gpu)
         gpu_speed_panel(axes[1, 2], gpu)
