@@ -60,13 +60,52 @@ class PositionEmbedding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bertflow")
+class PaddingFreeDropout(keras.layers.Layer):
+    """Dropout whose mask on a real token does not depend on how far its batch is padded.
+
+    Keras' Dropout draws its noise in the shape of its input, so the same batch padded to 128 and
+    cut to its longest pair gets different masks, and trains a different model. Here the noise is
+    drawn as if the sequence axes (`axes`) were `length` long and cut to the input: a batch cut
+    to n positions sees exactly the first n positions of the padded batch's mask. The cost is
+    the padded run's draw. With `length` None it is plain dropout.
+    """
+
+    def __init__(self, rate: float, length: int | None = None, axes: tuple[int, ...] = (1,),
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.length, self.axes = float(rate), length, tuple(axes)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0:
+            return x
+        shape = ops.shape(x)
+        full = tuple(self.length if self.length and i in self.axes else shape[i]
+                     for i in range(len(x.shape)))
+        noise = keras.random.uniform(full, seed=self.seed_generator, dtype=x.dtype)
+        if self.length:
+            noise = ops.slice(noise, [0] * len(full), shape)
+        keep = ops.cast(noise >= self.rate, x.dtype)
+        return x * keep / ops.cast(1.0 - self.rate, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "length": self.length,
+                "axes": list(self.axes)}
+
+
+@keras.saving.register_keras_serializable(package="bertflow")
 class TransformerLayer(keras.layers.Layer):
     """One post-LayerNorm encoder block: self-attention, add & norm, feed-forward, add & norm."""
 
     def __init__(self, num_heads: int, intermediate_size: int, hidden_act: str = "gelu_tanh",
                  dropout: float = 0.1, attention_dropout: float = 0.1,
-                 layer_norm_eps: float = 1e-12, initializer_range: float = 0.02, **kwargs):
+                 layer_norm_eps: float = 1e-12, initializer_range: float = 0.02,
+                 dropout_length: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.dropout_length = dropout_length  # PaddingFreeDropout's length
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
         self.hidden_act = hidden_act
@@ -95,8 +134,11 @@ class TransformerLayer(keras.layers.Layer):
         self.intermediate = dense(self.intermediate_size, "intermediate")
         self.output_dense = dense(hidden, "output")
         self.output_layer_norm = norm("output_layer_norm")
-        self.attention_probs_dropout = keras.layers.Dropout(self.attention_dropout)
-        self.hidden_dropout = keras.layers.Dropout(self.dropout)
+        # (batch, heads, seq, seq) and (batch, seq, hidden)
+        self.attention_probs_dropout = PaddingFreeDropout(
+            self.attention_dropout, self.dropout_length, axes=(2, 3), name="attention_dropout")
+        self.hidden_dropout = PaddingFreeDropout(self.dropout, self.dropout_length,
+                                                 name="hidden_dropout")
         for layer in (self.query, self.key, self.value, self.attention_output,
                       self.attention_layer_norm, self.output_layer_norm):
             layer.build(input_shape)
@@ -136,4 +178,5 @@ class TransformerLayer(keras.layers.Layer):
                 "intermediate_size": self.intermediate_size, "hidden_act": self.hidden_act,
                 "dropout": self.dropout, "attention_dropout": self.attention_dropout,
                 "layer_norm_eps": self.layer_norm_eps,
-                "initializer_range": self.initializer_range}
+                "initializer_range": self.initializer_range,
+                "dropout_length": self.dropout_length}

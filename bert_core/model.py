@@ -18,7 +18,7 @@ import numpy as np
 
 from bert_core.config import BertConfig
 from bert_core.features import FEATURE_NAMES
-from bert_core.layers import PositionEmbedding, TransformerLayer, truncated_normal
+from bert_core.layers import PaddingFreeDropout, PositionEmbedding, TransformerLayer, truncated_normal
 
 
 def softmax(logits) -> np.ndarray:
@@ -120,7 +120,11 @@ def _features(input_ids, input_mask=None, segment_ids=None) -> dict:
 class BertBackbone(BertModelOutputs, keras.Model):
     """BERT encoder: features in, {"sequence_output", "pooled_output"} out."""
 
-    def __init__(self, bert_config: BertConfig | dict, **kwargs):
+    def __init__(self, bert_config: BertConfig | dict, dropout_length: int | None = None,
+                 **kwargs):
+        """`dropout_length`: the length batches are padded to at most (max_seq_length). Given, a
+        batch cut to its longest pair gets the same dropout masks as padded to that length
+        (layers.PaddingFreeDropout); None: Keras' plain dropout."""
         cfg = bert_config if isinstance(bert_config, BertConfig) else BertConfig(**bert_config)
         init = truncated_normal(cfg.initializer_range)
         inputs = feature_inputs()
@@ -135,24 +139,26 @@ class BertBackbone(BertModelOutputs, keras.Model):
         x = keras.layers.Add(name="embeddings_add")([tokens, segments, positions])
         x = keras.layers.LayerNormalization(epsilon=cfg.layer_norm_eps,
                                             name="embeddings_layer_norm")(x)
-        x = keras.layers.Dropout(cfg.hidden_dropout_prob, name="embeddings_dropout")(x)
+        x = PaddingFreeDropout(cfg.hidden_dropout_prob, dropout_length,
+                               name="embeddings_dropout")(x)
         for i in range(cfg.num_hidden_layers):
             x = TransformerLayer(
                 num_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
                 hidden_act=cfg.hidden_act, dropout=cfg.hidden_dropout_prob,
                 attention_dropout=cfg.attention_probs_dropout_prob,
                 layer_norm_eps=cfg.layer_norm_eps, initializer_range=cfg.initializer_range,
-                name=f"transformer_layer_{i}")(x, inputs["input_mask"])
+                dropout_length=dropout_length, name=f"transformer_layer_{i}")(x, inputs["input_mask"])
         first_token = keras.layers.Lambda(lambda h: h[:, 0, :], name="first_token")(x)
         pooled = keras.layers.Dense(cfg.hidden_size, activation="tanh", kernel_initializer=init,
                                     name="pooled_dense")(first_token)
         super().__init__(inputs=inputs, outputs={"sequence_output": x, "pooled_output": pooled},
                          **kwargs)
         self.bert_config = cfg
+        self.dropout_length = dropout_length
 
     def get_config(self):
-        return {"bert_config": self.bert_config.to_dict(), "name": self.name,
-                "trainable": self.trainable}
+        return {"bert_config": self.bert_config.to_dict(), "dropout_length": self.dropout_length,
+                "name": self.name, "trainable": self.trainable}
 
     @classmethod
     def from_config(cls, config):
@@ -176,9 +182,10 @@ class BertClassifier(BertModelOutputs, keras.Model):
         self.dropout = dropout
 
     @classmethod
-    def from_bert_config(cls, bert_config: BertConfig, num_labels: int = 2) -> BertClassifier:
-        return cls(BertBackbone(bert_config, name="bert"), num_labels=num_labels,
-                   name="bert_classifier")
+    def from_bert_config(cls, bert_config: BertConfig, num_labels: int = 2,
+                         dropout_length: int | None = None) -> BertClassifier:
+        return cls(BertBackbone(bert_config, dropout_length=dropout_length, name="bert"),
+                   num_labels=num_labels, name="bert_classifier")
 
     def get_config(self):
         return {"backbone": keras.saving.serialize_keras_object(self.backbone),

@@ -65,7 +65,8 @@ def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig,
     config = checkpoint.config
     if train.architecture == "bert-tiny":
         config = BertConfig(**{**BertConfig.tiny().to_dict(), "vocab_size": config.vocab_size})
-    classifier = BertClassifier.from_bert_config(config, num_labels=len(model.labels))
+    classifier = BertClassifier.from_bert_config(config, num_labels=len(model.labels),
+                                                 dropout_length=model.max_seq_length)
     if train.init_from_checkpoint:
         report = load_pretrained(classifier, checkpoint)
         log(f"{len(report.from_checkpoint)} weights from {raw.checkpoint_dir}, "

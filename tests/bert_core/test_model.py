@@ -146,3 +146,18 @@ def test_classifier_getters_use_its_backbone_and_change_no_weight(micro_config):
     assert model.get_embedding_table() is model.backbone.get_embedding_table()
     assert len(model.get_all_encoder_layers(x)) == micro_config.num_hidden_layers
     assert [w.path for w in model.weights] == paths  # the getters add and rename nothing
+
+
+def test_padding_free_dropout_masks_real_tokens_as_the_padded_batch_does():
+    """A batch cut to 5 positions gets the first 5 positions of the mask the batch padded to 8
+    gets (same seed); plain Keras dropout draws a different one."""
+    from bert_core.layers import PaddingFreeDropout
+
+    x = np.ones((2, 8, 4), dtype="float32")
+    padded = PaddingFreeDropout(0.5, length=8, seed=7)(x, training=True)
+    cut = PaddingFreeDropout(0.5, length=8, seed=7)(x[:, :5], training=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(cut),
+                                  keras.ops.convert_to_numpy(padded)[:, :5])
+    assert set(np.unique(keras.ops.convert_to_numpy(padded))) == {0.0, 2.0}
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(PaddingFreeDropout(0.5, length=8)(x, training=False)), x)

@@ -289,12 +289,12 @@ def test_dynamic_padding_cuts_run_classifiers_batches_to_their_longest_pair(inpu
 
 
 def test_dynamic_padding_trains_the_model_padding_to_max_length_trains(inputs):
-    """Six AdamW steps on the same batches, dynamic against padded to 32: the same weights up
-    to float rounding. Dropout inside the encoder is off: its random masks are drawn per
-    shape, so (batch, 20, hidden) and (batch, 32, hidden) masks differ on the real tokens too.
-    The head's dropout stays on: its input is (batch, hidden) both ways, so the same seed draws
-    the same masks. atol 1e-5: weights start ~0.02 and move by ~1e-3 per step at lr 1e-3, and
-    matmuls over 20 instead of 32 positions differ by float32 rounding (~1e-7 relative)."""
+    """Six AdamW steps on the same batches, dynamic against padded to 32, dropout on as in the
+    train stage: the same weights up to float rounding. The encoder's dropout masks are drawn
+    as if every batch were padded to max_seq_length (the train stage's `dropout_length`), so a
+    real token gets the same mask both ways. atol 1e-5: weights start ~0.02 and move by ~1e-3
+    per step at lr 1e-3, and matmuls over 20 instead of 32 positions differ by float32 rounding
+    (~1e-7 relative)."""
     from bert_core.config import BertConfig
     from bert_core.model import BertClassifier
     from bert_core.optimizer import create_optimizer
@@ -302,11 +302,15 @@ def test_dynamic_padding_trains_the_model_padding_to_max_length_trains(inputs):
 
     config = BertConfig(vocab_size=len(tiny_vocab()), hidden_size=16, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+    def build():
+        return BertClassifier.from_bert_config(config, dropout_length=MODEL.max_seq_length)
+
     trained = []
     for batches in _dynamic_and_padded(inputs, 6):
         keras.utils.set_random_seed(TRAIN.seed)
-        model = BertClassifier.from_bert_config(config)
+        model = build()
         model.compile(optimizer=create_optimizer(1e-3, 6, 1),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         for features, labels in batches:
@@ -315,5 +319,5 @@ def test_dynamic_padding_trains_the_model_padding_to_max_length_trains(inputs):
     moved = max(np.abs(a - b).max() for a, b in zip(trained[0], trained[1]))
     assert moved < 1e-5, moved
     keras.utils.set_random_seed(TRAIN.seed)
-    start = BertClassifier.from_bert_config(config).get_weights()
+    start = build().get_weights()
     assert max(np.abs(a - b).max() for a, b in zip(start, trained[0])) > 1e-4  # it did train
