@@ -10,6 +10,7 @@ byte-identical from run to run.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from tasks.config import DataConfig, ModelConfig
 from tasks.records import RawData, Shards
 from tasks.fingerprint import sealed_files, sha256_file, unsealed
 from tasks.mrpc import SPLITS
+from tasks.progress import Meter, progress_line, run_log
 from tasks.shards import ShardInfo, ShardJob, plan_shards, write_shard
 from tasks.validate import publish, validate_shard_splits
 
@@ -42,6 +44,8 @@ LABELED = {"train": True, "dev": True, "test": False}
 # One process tokenizes ~20k MRPC pairs/s; starting workers costs ~1.3 s (measured here, 2 cores),
 # so a pool pays off only past ~50k pairs. See bench/tokenization.py.
 PARALLEL_MIN_ROWS = 50_000
+PROGRESS_MIN_ROWS = 20_000  # MRPC's 5,801 pairs take a second: no progress lines for them
+logger = logging.getLogger(__name__)
 # Writes every shard of a list of jobs (given a worker count) and returns their infos in job order.
 JobRunner = Callable[[list[ShardJob], int], list[ShardInfo]]
 
@@ -69,14 +73,30 @@ def split_jobs(raw: RawData, split: str, data: DataConfig, model: ModelConfig,
 
 
 def run_jobs(jobs: list[ShardJob], workers: int,
-             min_rows: int = PARALLEL_MIN_ROWS) -> list[ShardInfo]:
-    """Write every shard; in worker processes only when the input pays for their ~1 s start."""
-    if workers <= 1 or len(jobs) <= 1 or sum(len(j.guids) for j in jobs) < min_rows:
-        return [write_shard(job) for job in jobs]
+             min_rows: int = PARALLEL_MIN_ROWS,
+             progress_rows: int = PROGRESS_MIN_ROWS) -> list[ShardInfo]:
+    """Write every shard; in worker processes only when the input pays for their ~1 s start.
+    An input of `progress_rows` pairs or more logs each shard written, with pairs/s and the time
+    left."""
+    rows = sum(len(j.guids) for j in jobs)
+    track = _progress(rows) if rows >= progress_rows else lambda info: info
+    if workers <= 1 or len(jobs) <= 1 or rows < min_rows:
+        return [track(write_shard(job)) for job in jobs]
     # spawn, not fork: the parent may hold TensorFlow's threads and locks.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        return list(pool.map(write_shard, jobs))
+        return [track(info) for info in pool.map(write_shard, jobs)]
+
+
+def _progress(total: int) -> Callable[[ShardInfo], ShardInfo]:
+    """Logs 'tokenized 40960/100000 (41%), 15497.0 pairs/s, ETA 4s' as each shard is written."""
+    meter, log, done = Meter(total), run_log(logger), [0]
+
+    def track(info: ShardInfo) -> ShardInfo:
+        done[0] += info.rows
+        log(progress_line("tokenized", done[0], total, *meter.read(done[0]), "pairs/s"))
+        return info
+    return track
 
 
 # Never cached: a shard is written into a fresh temp folder, so only running it writes the file.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,17 @@ def test_tfrecord_and_parquet_hold_the_same_examples(raw, tmp_path):
     assert table.column("label").null_count == 8  # the test split has no labels ...
     assert [int(r["label_ids"]) for r in rows] == [0] * 8  # ... and run_classifier writes 0
     assert table.column("guid").to_pylist()[:2] == ["test-1", "test-2"]
+
+
+def test_a_large_input_logs_each_shard_written_with_the_time_left(raw, tmp_path, caplog):
+    raw_data, cfg = raw
+    jobs = split_jobs(raw_data, "train", cfg, MODEL, tmp_path)
+    with caplog.at_level(logging.INFO, logger="tasks.tokenize"):
+        run_jobs(jobs, workers=1, progress_rows=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tasks.tokenize"]
+    assert len(lines) == len(jobs)
+    assert lines[-1].startswith("tokenized 30/30 (100%), ") and "pairs/s, ETA" in lines[-1]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tasks.tokenize"):
+        run_jobs(jobs, workers=1)  # 30 pairs: under the default threshold, silent
+    assert not [r for r in caplog.records if r.name == "tasks.tokenize"]
