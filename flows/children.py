@@ -35,23 +35,36 @@ def start(command: Sequence[str], env: Mapping[str, str] | None = None,
 
 def stop(*processes: subprocess.Popen, timeout_s: float = 10.0) -> None:
     """SIGTERM to each one's group (servers shut down cleanly), SIGKILL to whatever is left of
-    them after `timeout_s`."""
+    them after `timeout_s`. A process that leads no group of its own (started by plain Popen) is
+    signalled alone."""
+    leaders = {p.pid: _leads_group(p) for p in processes}
     for process in processes:
         if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
+            _signal(process, signal.SIGTERM, leaders[process.pid])
     deadline = time.monotonic() + timeout_s
     for process in processes:
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-        _signal_group(process.pid, signal.SIGKILL)  # stragglers, even once the leader is gone
+        _signal(process, signal.SIGKILL, leaders[process.pid])  # stragglers, even leaderless
         process.wait()
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def _leads_group(process: subprocess.Popen) -> bool:
     try:
-        os.killpg(pgid, signum)
+        return os.getpgid(process.pid) == process.pid
+    except ProcessLookupError:  # already gone: its group, if it led one, may still hold others
+        return True
+
+
+def _signal(process: subprocess.Popen, signum: int, group: bool) -> None:
+    if not group:
+        if process.poll() is None:
+            process.send_signal(signum)
+        return
+    try:
+        os.killpg(process.pid, signum)
     except ProcessLookupError:  # the group is empty: all gone already
         pass
 

@@ -326,7 +326,8 @@ def evaluate_model(trained: TrainedModel, shards: Shards, cfg: EvalConfig,
 def report_key(trained: TrainedModel, shards: Shards, cfg: EvalConfig) -> str:
     """The report folder's name: the evaluate stage's code, libraries and content inputs."""
     return content_key("evaluate", __name__, LIBRARIES,
-                       {"trained": trained, "shards": shards, "cfg": cfg})
+                       {"model": trained.model_sha256, "shards": shards.manifest_sha256,
+                        "cfg": cfg})
 
 
 def confusion_rows(matrix: list[list[int]], labels: tuple[str, ...]) -> list[dict]:

@@ -50,10 +50,14 @@ logger = logging.getLogger(__name__)
 JobRunner = Callable[[list[ShardJob], int], list[ShardInfo]]
 
 
-def shard_key(raw: RawData, data: DataConfig, model: ModelConfig) -> str:
-    """The shard folder's name: the tokenize stage's code, libraries and content inputs."""
-    return content_key("tokenize", __name__, LIBRARIES, {"raw": raw, "model": model,
-                                                         "data": data}, {"data": UNUSED})
+def shard_key(raw: RawData, data: DataConfig, model: ModelConfig, vocab_sha256: str) -> str:
+    """The shard folder's name: the tokenize stage's code and libraries, and what the shards
+    are made of by content (the TSVs, the vocab, the settings that shape them), so that the same
+    data gives the same name in any home."""
+    tsvs = {f"{s}.tsv": raw.sha256[f"{s}.tsv"] for s in SPLITS}
+    return content_key("tokenize", __name__, LIBRARIES, {"tsvs": tsvs, "vocab": vocab_sha256,
+                                                         "model": model, "data": data},
+                       {"data": UNUSED})
 
 
 def split_jobs(raw: RawData, split: str, data: DataConfig, model: ModelConfig,
@@ -118,7 +122,7 @@ def tokenize_splits(raw: RawData, data: DataConfig, model: ModelConfig, home: Pa
     with `refresh`); `check` sees the finished folder before it is published and may raise to
     keep it from ever being seen."""
     vocab_sha = sha256_file(raw.vocab_file)
-    out = home / "shards" / shard_key(raw, data, model)
+    out = home / "shards" / shard_key(raw, data, model, vocab_sha)
     if refresh or unsealed(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -52,7 +52,8 @@ UNUSED = ("save_every_steps", "save_min_seconds")
 def train_key(shards: Shards, raw: RawData, model: ModelConfig, train: TrainConfig) -> str:
     """The model folder's name: the train stage's code, libraries, backend and content inputs."""
     return content_key("train", __name__, LIBRARIES, {
-        "shards": shards, "checkpoint": raw.sha256["checkpoint"], "model": model, "train": train,
+        "shards": shards.manifest_sha256, "checkpoint": raw.sha256["checkpoint"], "model": model,
+        "train": train,
         "backend": keras_backend()}, {"train": UNUSED})
 
 
