@@ -166,7 +166,7 @@ def measure(impl: str, config: str, buckets: str | None, opts) -> dict:
            "--steps", str(opts.steps), "--warmup", str(opts.warmup), "--shared", str(opts.shared)]
     if buckets:
         cmd += ["--bucketed", "--buckets", buckets]
-    from flows.cli import TENSORFLOW_ENV
+    from flows.options import TENSORFLOW_ENV
 
     # ours runs with the environment `bertflow run` gives TensorFlow (its pooled CPU allocator);
     # keras-malloc with TensorFlow's default allocator, to show what that choice is worth

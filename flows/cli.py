@@ -14,6 +14,11 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
+from flows.options import (DEFAULT_HOME, Architecture, AsJson, BatchSize, Checkpoint,
+                           CheckpointSha, Config, ConfigHome, Epochs, Home, LearningRate,
+                           MaxSeqLength, Mirror, MrpcSource, NoCheckpoint, Seed, TrackingUri,
+                           load_config, overrides, use_home)
+
 
 class _Commands(TyperGroup):
     """Every command: an anticipated failure (a broken file, a dead URL, a missing model) ends
@@ -44,38 +49,6 @@ def fail(message: str, err: BaseException | None = None, verbose: bool = False):
 
 app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False,
                   help="Fine-tune and ship a BERT sentence-pair classifier (GLUE MRPC).")
-
-HOME_HELP = "All state: caches, shards, models, Prefect results, MLflow store."
-Home = Annotated[Path, typer.Option(help=HOME_HELP)]
-ConfigHome = Annotated[Optional[Path], typer.Option(
-    help=HOME_HELP + " Default: --config's `home`, else .bertflow.")]
-DEFAULT_HOME = Path(".bertflow")
-
-
-# TensorFlow reads these when it is first imported, so they are set before any task module loads.
-# A user's own value wins. prefect.yaml gives its deployments the same (job_variables.env).
-TENSORFLOW_ENV = {
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    # TensorFlow's pooled (BFC) CPU allocator: the default hands every large temporary to malloc,
-    # which maps it anew each step; page faults took 19% of a training profile. Pooled, MiniLM-L3
-    # padded (bench/train.py): peak RSS 1.76x -> 1.44x of Hugging Face's, and 4-33% more
-    # examples/s on the two machines measured.
-    "TF_CPU_ALLOCATOR_USE_BFC": "true",
-}
-
-
-def _use_home(home: Path) -> Path:
-    """Point Prefect's local state at the home, keep every tool's telemetry off, and set
-    TensorFlow's environment."""
-    home = home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["PREFECT_HOME"] = str(home / "prefect")
-    for name, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                        ("MLFLOW_DISABLE_TELEMETRY", "true"), ("GX_ANALYTICS_ENABLED", "false"),
-                        *TENSORFLOW_ENV.items()):
-        os.environ.setdefault(name, value)
-    return home
-
 
 @contextmanager
 def _prefect_api_starting() -> Iterator[None]:
@@ -118,75 +91,6 @@ def main(verbose: Annotated[bool, typer.Option(
     configure(verbose)
 
 
-def load_config(config: Path | None, home: Path | None, overrides: dict[str, dict]):
-    """PipelineConfig from an optional JSON/YAML file, then the flags that were given. The home
-    is --home, else the file's `home`, else DEFAULT_HOME, made absolute."""
-    import yaml
-
-    from tasks.config import PipelineConfig
-
-    from pydantic import ValidationError
-
-    try:
-        values = yaml.safe_load(config.read_text()) or {} if config else {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{config}, line {mark.line + 1}" if mark else str(config)
-        raise typer.BadParameter(f"{where}: not YAML/JSON: {getattr(err, 'problem', None) or err}",
-                                 param_hint="--config") from None
-    if not isinstance(values, dict):
-        raise typer.BadParameter(f"{config}: expected a mapping of sections, got "
-                                 f"{type(values).__name__}", param_hint="--config")
-    values["home"] = str(Path(home or values.get("home") or DEFAULT_HOME).resolve())
-    for section, fields in overrides.items():
-        given = {k: v for k, v in fields.items() if v is not None}
-        if given:
-            values[section] = {**values.get(section, {}), **given}
-    try:
-        return PipelineConfig.model_validate(values)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise typer.BadParameter(f"{config or 'flags'}: {problems}") from None
-
-
-Config = Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False,
-                                                help="YAML/JSON PipelineConfig.")]
-
-
-def _override(kind: type, help: str):
-    """An optional flag: None when not given, so the config file's value (or the default) stands."""
-    return Annotated[Optional[kind], typer.Option(help=help)]
-
-
-MrpcSource = _override(str, "GLUE TSVs or MSR files: folder, file:// or http(s) base.")
-Mirror = _override(str, "Base URL/folder with the default files (pins apply).")
-Checkpoint = _override(str, "Google zip/folder or HF folder: path or URL.")
-CheckpointSha = _override(str, "sha256 pin for --checkpoint.")
-Architecture = _override(str, "checkpoint: the checkpoint's bert_config (default); bert-tiny: "
-                              "BERT-Tiny's, trained from scratch.")
-Epochs = _override(float, "Passes over train (default 3; fractions allowed).")
-BatchSize = _override(int, "Training examples per step (default 32).")
-MaxSeqLength = _override(int, "Tokens per pair after packing, 8-512 (default 128).")
-Seed = _override(int, "Seed of shuffling, dropout and the new weights (default 12345).")
-LearningRate = _override(float, "AdamW's peak learning rate (default 2e-5).")
-TrackingUri = _override(str, "MLflow tracking URI (default: SQLite under --home).")
-NoCheckpoint = Annotated[bool, typer.Option("--no-checkpoint", help="Random init (the checkpoint "
-                                            "still gives vocab and config).")]
-AsJson = Annotated[bool, typer.Option("--json", help="End with one JSON line: run id, task "
-                                      "states, metrics, model version.")]
-
-
-def _overrides(mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture,
-               epochs, batch_size, max_seq_length, tracking_uri, **train) -> dict[str, dict]:
-    """The flags shared by `run` and `sweep`, as PipelineConfig sections."""
-    return {"data": {"mrpc_source": mrpc_source, "mirror": mirror, "checkpoint": checkpoint,
-                     "checkpoint_sha256": checkpoint_sha256},
-            "model": {"max_seq_length": max_seq_length},
-            "train": {"epochs": epochs, "batch_size": batch_size, "architecture": architecture,
-                      "init_from_checkpoint": False if no_checkpoint else None, **train},
-            "registry": {"tracking_uri": tracking_uri}}
-
-
 @app.command()
 def run(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource = None,
         mirror: Mirror = None, checkpoint: Checkpoint = None,
@@ -200,10 +104,10 @@ def run(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource 
                  "download, validate, tokenize, train, evaluate or register.")] = None):
     """Run the fine-tune flow: download -> validate -> tokenize -> train -> evaluate -> register."""
     _check_stages([rerun] if rerun else [], "--rerun")
-    cfg = load_config(config, home, _overrides(
+    cfg = load_config(config, home, overrides(
         mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
         batch_size, max_seq_length, tracking_uri, seed=seed, learning_rate=learning_rate))
-    home = _use_home(Path(cfg.home))
+    home = use_home(Path(cfg.home))
     with _prefect_api_starting():
         from flows.finetune import finetune_mrpc
         from flows.summary import summarize
@@ -226,10 +130,10 @@ def sweep(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSourc
           as_json: AsJson = False):
     """Fine-tune every learning rate with every seed under one MLflow parent run; report mean +/-
     sd per learning rate; register the best trial."""
-    cfg = load_config(config, home, _overrides(
+    cfg = load_config(config, home, overrides(
         mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
         batch_size, max_seq_length, tracking_uri))
-    home = _use_home(Path(cfg.home))
+    home = use_home(Path(cfg.home))
     from tasks.config import SweepConfig
 
     grid = SweepConfig.model_validate({k: v for k, v in (("learning_rates", learning_rate),
@@ -271,7 +175,7 @@ def cache_clear(home: Home = DEFAULT_HOME,
                     help="Only this stage's results (repeat for several); default: all.")] = None):
     """Drop recorded task results, so the next run runs those stages again. Models, shards and
     reports on disk stay: a stage whose intact output folder exists reuses it."""
-    _use_home(home)
+    use_home(home)
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
     from tasks.caching import clear
@@ -289,7 +193,7 @@ def validate(mrpc_source: MrpcSource = None, mirror: Mirror = None, config: Conf
              home: ConfigHome = None):
     """Download and validate MRPC only: check a new data drop before a scheduled run."""
     cfg = load_config(config, home, {"data": {"mrpc_source": mrpc_source, "mirror": mirror}})
-    home = _use_home(Path(cfg.home))
+    home = use_home(Path(cfg.home))
     with _prefect_api_starting():
         from flows.data import validate_mrpc
         from flows.summary import error_message
@@ -313,7 +217,7 @@ def predict(
     tracking_uri: TrackingUri = None,
 ):
     """Classify sentence pairs: one line per pair, `label<TAB>paraphrase probability`."""
-    home = _use_home(home)
+    home = use_home(home)
     from tasks.config import RegistryConfig
     from tasks.register import predict_pairs
 
@@ -352,7 +256,7 @@ def ui(home: Home = DEFAULT_HOME,
        prefect_port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,
        mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000):
     """Start the Prefect server and the MLflow UI on 127.0.0.1 for --home; Ctrl-C stops both."""
-    home = _use_home(home)
+    home = use_home(home)
     from flows.servers import serve_uis
 
     serve_uis(home, prefect_port, mlflow_port, echo=typer.echo)

@@ -153,7 +153,8 @@ def split_source(data: DataConfig, split: str) -> str:
 def _blob_sources(data: DataConfig, home: Path) -> dict[str, str]:
     """{sha256 of a cached copy: the location it was fetched from} for the configured sources."""
     from tasks.download import checkpoint_source, mrpc_sources
-    from tasks.fetch import cached_path, sha256_file
+    from tasks.fetch import cached_path
+    from tasks.fingerprint import sha256_file
 
     names = {}
     for source in [*mrpc_sources(data)[1], checkpoint_source(data)]:

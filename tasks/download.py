@@ -22,10 +22,10 @@ from tasks.archive import extract_zip
 from tasks.atomic import publish_dir
 from tasks.caching import cached
 from tasks.config import BERT_TINY_URL, DataConfig
-from tasks.fetch import Source, TransientFetchError, fetch, remove_stale_parts, sha256_file
+from tasks.fetch import Source, TransientFetchError, fetch, remove_stale_parts
 from tasks.mrpc import MSR_FILES, SPLITS, build_glue_mrpc
 from tasks.records import MrpcData, RawData
-from tasks.fingerprint import stamp, stamp_folder, unsealed
+from tasks.fingerprint import sha256_file, stamp, stamp_folder, unsealed
 from tasks.retry import retry_on
 
 _MSR_BASE = "https://dl.fbaipublicfiles.com/senteval/senteval_data/"

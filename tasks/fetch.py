@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.atomic import write_json
-from tasks.fingerprint import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.cli import TENSORFLOW_ENV
+from flows.options import TENSORFLOW_ENV
 from flows.servers import prefect_command, stop, wait_until_up
 from flows.summary import task_states
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig

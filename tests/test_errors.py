@@ -243,7 +243,7 @@ def test_every_flag_of_every_command_has_help():
 
 
 def test_a_config_files_home_is_used_unless_home_is_given(tmp_path):
-    from flows.cli import load_config
+    from flows.options import load_config
 
     config = tmp_path / "cfg.yaml"
     config.write_text(f"home: {tmp_path / 'from-config'}\n")

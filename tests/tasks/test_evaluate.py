@@ -19,7 +19,7 @@ from tasks.download import download_data
 from tasks.evaluate import (collapse_check, confusion, dev_metrics, evaluate_model,
                             plot_confusion, plot_loss, plot_pr, plot_roc, summary_markdown,
                             write_dev_predictions, write_glue_submission, write_test_results)
-from tasks.fetch import sha256_file
+from tasks.fingerprint import sha256_file
 from tasks.fingerprint import SEAL
 from tasks.records import TrainedModel
 from tasks.tokenize import tokenize_splits
