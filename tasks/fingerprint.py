@@ -73,20 +73,31 @@ def _project_file(name: str) -> Path | None:
 
 
 @cache
+def _module(name: str) -> tuple[str, frozenset[str]] | None:
+    """A project module's source sha256 and the modules it imports, read once per process and
+    shared by every stage that reaches it (None for anything that is not a project module)."""
+    path = _project_file(name)
+    if path is None:
+        return None
+    source = path.read_bytes()
+    return (hashlib.sha256(source).hexdigest(),
+            frozenset(imported_modules(source.decode("utf-8"), name)))
+
+
+@cache
 def code_fingerprint(module: str) -> str:
     """sha256 over the sources of `module` and of every project module it reaches by import."""
-    seen: dict[str, Path] = {}
+    seen: dict[str, str] = {}
     todo = [module]
     while todo:
         name = todo.pop()
-        path = _project_file(name)
-        if name in seen or path is None:
+        if name in seen or (found := _module(name)) is None:
             continue
-        seen[name] = path
-        todo.extend(imported_modules(path.read_text(encoding="utf-8"), name))
+        seen[name], imports = found
+        todo.extend(imports)
     digest = hashlib.sha256()
     for name in sorted(seen):
-        digest.update(f"{name}\0{sha256_file(seen[name])}\n".encode())
+        digest.update(f"{name}\0{seen[name]}\n".encode())
     return digest.hexdigest()
 
 
