@@ -6,7 +6,8 @@ of the machine hits every variant alike.
     variant          impl  what runs (each one a whole command in a process of its own)
     default          ours  `bertflow run --json --seed S`, nothing else overridden: each batch
                            cut to its longest pair (train.padding "dynamic")
-    fastest          ours  the same with `train.bucket_boundaries` every 2 positions (BUCKETS)
+    fastest          ours  the same with `train.bucket_boundaries` every 2 positions (BUCKETS):
+                           other batches than run_classifier's, dropout drawn at their width
     max_length       HF    bench/hf_run_glue.py, every pair padded to 128 (run_glue's default)
     longest          HF    dynamic padding: the same batches, each cut to its longest pair
     group_by_length  HF    transformers' LengthGroupedSampler (the Trainer's group_by_length)

@@ -66,8 +66,12 @@ def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig,
     config = checkpoint.config
     if train.architecture == "bert-tiny":
         config = BertConfig(**{**BertConfig.tiny().to_dict(), "vocab_size": config.vocab_size})
-    classifier = BertClassifier.from_bert_config(config, num_labels=len(model.labels),
-                                                 dropout_length=model.max_seq_length)
+    # Unbucketed, dropout draws its masks at max_seq_length whatever a batch's width, so dynamic
+    # padding trains the model max_length padding does. Bucketed batches are other batches
+    # anyway: their masks are drawn at their own width (bench/results/step_cost.md: 10 s less).
+    classifier = BertClassifier.from_bert_config(
+        config, num_labels=len(model.labels),
+        dropout_length=None if train.bucket_boundaries else model.max_seq_length)
     if train.init_from_checkpoint:
         report = load_pretrained(classifier, checkpoint)
         log(f"{len(report.from_checkpoint)} weights from {raw.checkpoint_dir}, "
