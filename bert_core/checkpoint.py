@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bert_core.config import BertConfig
+from bert_core.tf_bundle import BundleError, BundleReader, write_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -166,19 +167,16 @@ def _check_vocab_file(vocab: Path, config: BertConfig, source: str) -> None:
 
 
 def _read_google(prefix: Path, source: str) -> PretrainedCheckpoint:
-    try:
-        import tensorflow as tf  # only this format needs it; the model itself does not
-    except ImportError as err:
-        raise CheckpointError(f"{source}: reading a TF1 checkpoint needs tensorflow") from err
+    """The model's weights from a TF1 checkpoint, read without TensorFlow; training leftovers
+    (Adam slots, cls/*, global_step) are never loaded."""
     config = BertConfig.from_google_json(prefix.parent / "bert_config.json")
     _check_vocab_file(prefix.parent / "vocab.txt", config, source)
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-    except (tf.errors.OpError, ValueError) as err:
-        raise CheckpointError(f"{source}: cannot read TF checkpoint {prefix}: {err}") from err
     wanted = {row.google for row in name_table(config.num_hidden_layers)}
-    available = reader.get_variable_to_shape_map()
-    weights = {name: reader.get_tensor(name) for name in available if name in wanted}
+    try:
+        reader = BundleReader(prefix)
+        weights = {name: reader.read(name) for name in reader.entries if name in wanted}
+    except (BundleError, OSError) as err:
+        raise CheckpointError(f"{source}: cannot read TF checkpoint {prefix}: {err}") from err
     return PretrainedCheckpoint(config, weights, source, "google")
 
 
@@ -292,10 +290,6 @@ def _transformer_layers(model) -> list[str]:
 
 def save_google_checkpoint(weights: dict[str, np.ndarray], prefix: str | os.PathLike) -> Path:
     """Write a TF1 name-based checkpoint (`prefix.index` + `prefix.data-*`) that
-    google-research/bert's `init_from_checkpoint` and `read_checkpoint` both read."""
-    import tensorflow as tf
-
-    names = sorted(weights)
-    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(weights[n]) for n in names])
-    return Path(prefix)
+    google-research/bert's `init_from_checkpoint` and `read_checkpoint` both read; no
+    TensorFlow needed."""
+    return write_bundle(weights, prefix)
