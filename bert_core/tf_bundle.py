@@ -1,16 +1,14 @@
 """TensorFlow's checkpoint files ("tensor bundles") read and written with numpy alone.
 
-A bundle `prefix` is `prefix.index`, a LevelDB-style table (SSTable) mapping each tensor name to a
+A bundle `prefix` is `prefix.index`, a LevelDB-style table (bert_core.sstable) mapping each tensor name to a
 BundleEntryProto (dtype, shape, where its bytes lie, their crc32c), plus the key "" holding a
 BundleHeaderProto, and `prefix.data-00000-of-00001` with the tensors' raw little-endian bytes.
 google-research/bert's releases are such bundles; this module lets machines without TensorFlow
-(the JAX GPU hosts) read and write them. Formats: tensorflow/core/util/tensor_bundle/, leveldb's
-doc/table_format.md.
+(the JAX GPU hosts) read and write them. Format: tensorflow/core/util/tensor_bundle/.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import secrets
@@ -18,14 +16,17 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 
-TABLE_MAGIC = 0xDB4775248B80FB57
-FOOTER_SIZE = 48  # two BlockHandles padded to 40 bytes, then the 8-byte magic
-BLOCK_TRAILER_SIZE = 5  # compression type byte + masked crc32c
-BLOCK_SIZE = 4096  # TF's default: a data block is closed once it reaches this size
-RESTART_INTERVAL = 16  # keys between full (not prefix-compressed) keys in a data block
+from bert_core.sstable import (
+    TableError,
+    decode_varint,
+    encode_varint,
+    masked_crc,
+    read_table,
+    table_bytes,
+)
+
 BUNDLE_VERSION = 1  # kTensorBundleVersion, written as the header's producer version
 
 # TensorFlow's DataType enum -> numpy dtype. DT_BFLOAT16 (14) needs ml_dtypes; see _numpy_dtype.
@@ -41,6 +42,9 @@ class BundleError(ValueError):
 
 class _Fault(Exception):
     """A fault found deep in the bytes; the reader adds the file name and raises BundleError."""
+
+
+_FAULTS = (_Fault, TableError)  # the table's own, and its varints' inside the protos
 
 
 @dataclass(frozen=True)
@@ -63,18 +67,18 @@ class BundleReader:
         self.prefix = Path(prefix)
         self.index_path = Path(f"{prefix}.index")
         try:
-            records = _table_records(self.index_path.read_bytes())
+            records = read_table(self.index_path.read_bytes())
             if not records or records[0][0] != b"":
                 raise _Fault("no header entry (the empty key) at the start of the table")
             self.num_shards = _parse_header(records[0][1])
-        except _Fault as err:
+        except _FAULTS as err:
             raise BundleError(f"{self.index_path}: {err}") from None
         self.entries = {}
         for key, value in records[1:]:
             name = key.decode("utf-8", "backslashreplace")  # partitions' slice keys are binary
             try:
                 self.entries[name] = _parse_entry(value, self.num_shards)
-            except _Fault as err:
+            except _FAULTS as err:
                 raise BundleError(f"{self.index_path}: entry for tensor {name}: {err}") from None
         sliced = sorted(name for name, entry in self.entries.items() if entry.sliced)
         if sliced:
@@ -104,7 +108,7 @@ class BundleReader:
         if got != entry.size:
             raise BundleError(f"{shard}: truncated: tensor {name} needs bytes {entry.offset}.."
                               f"{entry.offset + entry.size}, the file ends first")
-        if _masked_crc(raw) != entry.crc32c:
+        if masked_crc(raw) != entry.crc32c:
             raise BundleError(f"{shard}: checksum mismatch for tensor {name}: the data is "
                               f"corrupt")
         return value
@@ -140,11 +144,11 @@ def write_bundle(weights: dict[str, np.ndarray], prefix: str | os.PathLike) -> P
                 raw = value.reshape(-1).view(np.uint8)
                 f.write(raw)
                 records.append((key, _entry_bytes(dtype, value.shape, offset, raw.size,
-                                                  _masked_crc(raw))))
+                                                  masked_crc(raw))))
                 offset += raw.size
             _sync(f)
         with open(tmp_index, "wb") as f:
-            f.write(_table_bytes(records))
+            f.write(table_bytes(records))
             _sync(f)
         index_path.unlink(missing_ok=True)
         os.replace(tmp_data, data_path)
@@ -158,12 +162,6 @@ def write_bundle(weights: dict[str, np.ndarray], prefix: str | os.PathLike) -> P
 def _sync(f) -> None:
     f.flush()
     os.fsync(f.fileno())
-
-
-def _masked_crc(data) -> int:
-    """crc32c rotated and offset as LevelDB and TF store it (so a crc of crcs stays strong)."""
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def _numpy_dtype(dtype: int) -> np.dtype:
@@ -197,40 +195,24 @@ def _name_key(name: str) -> bytes:
 
 
 # Protocol buffer wire format: each field is a varint tag (number << 3 | wire type), then a varint
-# (type 0), 8 bytes (1), a varint length and that many bytes (2), or 4 bytes (5).
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    r"""The varint at `pos` and the position after it: 7 bits a byte, low bits first.
-
-    >>> _varint(b"\x96\x01", 0)
-    (150, 2)
-    """
-    result = shift = 0
-    while shift < 64:
-        if pos >= len(buf):
-            raise _Fault("truncated varint")
-        byte = buf[pos]
-        result, pos, shift = result | (byte & 0x7F) << shift, pos + 1, shift + 7
-        if byte < 0x80:
-            return result, pos
-    raise _Fault("varint longer than 10 bytes")
-
+# (type 0), 8 bytes (1), a varint length and that many bytes (2), or 4 bytes (5). The varints
+# are LevelDB's too, so bert_core.sstable's codec serves both.
 
 def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     """(field number, value) of each field of a serialized message, in order."""
     fields, pos = [], 0
     while pos < len(buf):
-        tag, pos = _varint(buf, pos)
+        tag, pos = decode_varint(buf, pos)
         number, wire = tag >> 3, tag & 7
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            value, pos = decode_varint(buf, pos)
         elif wire in (1, 5):
             width = 8 if wire == 1 else 4
             if pos + width > len(buf):
                 raise _Fault("truncated fixed-width protobuf field")
             value, pos = int.from_bytes(buf[pos:pos + width], "little"), pos + width
         elif wire == 2:
-            length, pos = _varint(buf, pos)
+            length, pos = decode_varint(buf, pos)
             if pos + length > len(buf):
                 raise _Fault("truncated length-delimited protobuf field")
             value, pos = buf[pos:pos + length], pos + length
@@ -263,17 +245,9 @@ def _message(buf: bytes, what: str, **names: int) -> dict[str, int | bytes | lis
 
 def _field(number: int, value: int | bytes) -> bytes:
     if isinstance(value, bytes):
-        return _encode_varint(number << 3 | 2) + _encode_varint(len(value)) + value
-    return _encode_varint(number << 3) + _encode_varint(value)
+        return encode_varint(number << 3 | 2) + encode_varint(len(value)) + value
+    return encode_varint(number << 3) + encode_varint(value)
 
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _parse_header(buf: bytes) -> int:
@@ -312,113 +286,5 @@ def _header_bytes() -> bytes:
 def _entry_bytes(dtype: int, shape: tuple[int, ...], offset: int, size: int, crc: int) -> bytes:
     dims = b"".join(_field(2, _field(1, dim)) for dim in shape)
     return (_field(1, dtype) + _field(2, dims) + _field(4, offset) + _field(5, size)
-            + _encode_varint(6 << 3 | 5) + struct.pack("<I", crc))
+            + encode_varint(6 << 3 | 5) + struct.pack("<I", crc))
 
-
-# The table: data blocks of (key, value) records, an empty metaindex block, an index block mapping
-# each data block's last key to its BlockHandle (varint offset, varint size), then the footer.
-
-def _table_records(data: bytes) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of the table in `data`, in order; keys must strictly increase."""
-    if len(data) < FOOTER_SIZE:
-        raise _Fault(f"{len(data)} bytes is shorter than the {FOOTER_SIZE}-byte table footer")
-    footer = data[-FOOTER_SIZE:]
-    if int.from_bytes(footer[-8:], "little") != TABLE_MAGIC:
-        raise _Fault("bad table magic number: not a TensorFlow checkpoint index, or truncated")
-    _, pos = _block_handle(footer, 0)
-    index_handle, _ = _block_handle(footer, pos)
-    records = []
-    for _, handle in _block_records(_block(data, index_handle, "index block")):
-        records += _block_records(_block(data, _block_handle(handle, 0)[0], "data block"))
-    if any(a[0] >= b[0] for a, b in itertools.pairwise(records)):
-        raise _Fault("table keys are out of order")
-    return records
-
-
-def _block_handle(buf: bytes, pos: int) -> tuple[tuple[int, int], int]:
-    offset, pos = _varint(buf, pos)
-    size, pos = _varint(buf, pos)
-    return (offset, size), pos
-
-
-def _block(data: bytes, handle: tuple[int, int], what: str) -> bytes:
-    """A block's contents after checking its trailer: crc32c, and no compression."""
-    offset, size = handle
-    end = offset + size
-    if end + BLOCK_TRAILER_SIZE > len(data) - FOOTER_SIZE:
-        raise _Fault(f"{what} at {offset}..{end} runs past the end of the file")
-    stored = int.from_bytes(data[end + 1:end + BLOCK_TRAILER_SIZE], "little")
-    if _masked_crc(data[offset:end + 1]) != stored:
-        raise _Fault(f"{what} at {offset}: checksum mismatch")
-    if data[end] != 0:
-        raise _Fault(f"{what} at {offset} is compressed (type {data[end]}); only "
-                       f"uncompressed tables are supported")
-    return data[offset:end]
-
-
-def _block_records(block: bytes) -> list[tuple[bytes, bytes]]:
-    """A block's records: each key shares a prefix with the one before (none at restart
-    points), then a uint32 offset per restart point and their count end the block."""
-    if len(block) < 4:
-        raise _Fault(f"block of {len(block)} bytes has no restart count")
-    num_restarts = int.from_bytes(block[-4:], "little")
-    limit = len(block) - 4 - 4 * num_restarts
-    if limit < 0:
-        raise _Fault(f"block of {len(block)} bytes cannot hold {num_restarts} restart points")
-    records, key, pos = [], b"", 0
-    while pos < limit:
-        shared, pos = _varint(block, pos)
-        unshared, pos = _varint(block, pos)
-        value_size, pos = _varint(block, pos)
-        if shared > len(key) or pos + unshared + value_size > limit:
-            raise _Fault("block record runs past its block")
-        key = key[:shared] + block[pos:pos + unshared]
-        pos += unshared
-        records.append((key, block[pos:pos + value_size]))
-        pos += value_size
-    return records
-
-
-class _BlockBuilder:
-    """Records into one block's bytes, prefix-compressing each key against the one before."""
-
-    def __init__(self, restart_interval: int):
-        self.restart_interval, self.body, self.restarts = restart_interval, bytearray(), []
-        self.count, self.last_key = 0, b""
-
-    def add(self, key: bytes, value: bytes) -> None:
-        shared = 0
-        if self.count % self.restart_interval == 0:
-            self.restarts.append(len(self.body))
-        else:
-            shared = len(os.path.commonprefix([self.last_key, key]))
-        self.body += (_encode_varint(shared) + _encode_varint(len(key) - shared)
-                      + _encode_varint(len(value)) + key[shared:] + value)
-        self.count, self.last_key = self.count + 1, key
-
-    def size(self) -> int:
-        return len(self.body) + 4 * len(self.restarts) + 4
-
-    def finish(self) -> bytes:
-        restarts = self.restarts or [0]
-        return bytes(self.body) + struct.pack(f"<{len(restarts) + 1}I", *restarts, len(restarts))
-
-
-def _table_bytes(records: list[tuple[bytes, bytes]]) -> bytes:
-    """An uncompressed table of sorted `records`, blocked as TensorFlow's TableBuilder does."""
-    out, index = bytearray(), _BlockBuilder(restart_interval=1)
-
-    def append_block(block: bytes) -> bytes:
-        handle = _encode_varint(len(out)) + _encode_varint(len(block))
-        out.extend(block + b"\0" + struct.pack("<I", _masked_crc(block + b"\0")))
-        return handle
-
-    block = _BlockBuilder(RESTART_INTERVAL)
-    for i, (key, value) in enumerate(records):
-        block.add(key, value)
-        if block.size() >= BLOCK_SIZE or i == len(records) - 1:
-            index.add(block.last_key, append_block(block.finish()))
-            block = _BlockBuilder(RESTART_INTERVAL)
-    metaindex = append_block(_BlockBuilder(1).finish())
-    index_handle = append_block(index.finish())
-    return bytes(out) + (metaindex + index_handle).ljust(40, b"\0") + struct.pack("<Q", TABLE_MAGIC)

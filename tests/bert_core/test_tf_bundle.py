@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bert_core.tf_bundle import (BLOCK_SIZE, BundleError, BundleReader, read_bundle,
-                                 write_bundle)
+from bert_core.sstable import BLOCK_SIZE
+from bert_core.tf_bundle import BundleError, BundleReader, read_bundle, write_bundle
 from tests.fixtures import write_release_zip
 
 REPO = Path(__file__).resolve().parents[2]
