@@ -2,6 +2,16 @@
 
 Numerics follow google-research/bert's `modeling.py`: padding adds -10000 to attention scores,
 scores are scaled by 1/sqrt(head_size), LayerNorm comes after each residual (post-LN).
+
+Self-attention is computed one of two ways (`TransformerLayer(attention=...)`):
+
+    "einsum"  softmax(q k^T / sqrt(head_size) - 10000 * padding) v, with dropout on the
+              probabilities: google-research/bert's code, the default, the one to train with
+    "fused"   keras.ops.dot_product_attention on the same scores and the same -10000 bias: one
+              op, cuDNN flash attention on a GPU that has it (bfloat16 / float16), else XLA's.
+              It cannot drop attention probabilities, so it skips that dropout (hidden dropout
+              still applies): for inference and speed measurement. Training with it needs
+              attention_probs_dropout_prob = 0 (a different recipe), else the layer raises.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import keras
 from keras import ops
 
 MASK_ADDER = -10000.0
+ATTENTION = ("einsum", "fused")
 
 
 def activation(name: str):
@@ -103,8 +114,11 @@ class TransformerLayer(keras.layers.Layer):
     def __init__(self, num_heads: int, intermediate_size: int, hidden_act: str = "gelu_tanh",
                  dropout: float = 0.1, attention_dropout: float = 0.1,
                  layer_norm_eps: float = 1e-12, initializer_range: float = 0.02,
-                 dropout_length: int | None = None, **kwargs):
+                 dropout_length: int | None = None, attention: str = "einsum", **kwargs):
         super().__init__(**kwargs)
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+        self.attention = attention
         self.dropout_length = dropout_length  # PaddingFreeDropout's length
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
@@ -147,7 +161,15 @@ class TransformerLayer(keras.layers.Layer):
 
     def call(self, hidden, attention_mask, training=None):
         # hidden: (batch, seq, hidden); attention_mask: (batch, seq), 1 on real tokens
-        attended = self._self_attention(hidden, attention_mask, training)
+        if self.attention == "fused":
+            if training and self.attention_dropout > 0:
+                raise ValueError(
+                    f"{self.name}: attention='fused' cannot apply attention-probs dropout "
+                    f"(rate {self.attention_dropout}) in training; train with attention='einsum', "
+                    "or set attention_probs_dropout_prob=0 to train without that dropout")
+            attended = self._fused_attention(hidden, attention_mask)
+        else:
+            attended = self._self_attention(hidden, attention_mask, training)
         attended = self.hidden_dropout(self.attention_output(attended), training=training)
         hidden = self.attention_layer_norm(attended + hidden)
         ff = self._activation(self.intermediate(hidden))
@@ -170,6 +192,21 @@ class TransformerLayer(keras.layers.Layer):
         context = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))  # (batch, seq, heads, head)
         return ops.reshape(context, (ops.shape(context)[0], -1, self.num_heads * head_size))
 
+    def _fused_attention(self, hidden, attention_mask):
+        """The same attention as `_self_attention` without its dropout, as one fused op."""
+        batch, seq = ops.shape(hidden)[0], ops.shape(hidden)[1]
+
+        def heads(x):  # (batch, seq, hidden) -> (batch, seq, heads, head_size): the op's layout
+            return ops.reshape(x, (batch, seq, self.num_heads, self._head_size))
+
+        q, k, v = heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
+        adder = (1.0 - ops.cast(attention_mask, q.dtype)) * MASK_ADDER  # (batch, seq)
+        # (batch, 1, seq, seq): cuDNN takes a bias as wide as the scores, not (batch, 1, 1, seq)
+        bias = ops.broadcast_to(adder[:, None, None, :], (batch, 1, seq, seq))
+        context = ops.dot_product_attention(q, k, v, bias=bias,
+                                            scale=1.0 / math.sqrt(self._head_size))
+        return ops.reshape(context, (batch, seq, self.num_heads * self._head_size))
+
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
 
@@ -179,4 +216,4 @@ class TransformerLayer(keras.layers.Layer):
                 "dropout": self.dropout, "attention_dropout": self.attention_dropout,
                 "layer_norm_eps": self.layer_norm_eps,
                 "initializer_range": self.initializer_range,
-                "dropout_length": self.dropout_length}
+                "dropout_length": self.dropout_length, "attention": self.attention}

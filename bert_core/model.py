@@ -121,10 +121,12 @@ class BertBackbone(BertModelOutputs, keras.Model):
     """BERT encoder: features in, {"sequence_output", "pooled_output"} out."""
 
     def __init__(self, bert_config: BertConfig | dict, dropout_length: int | None = None,
-                 **kwargs):
+                 attention: str = "einsum", **kwargs):
         """`dropout_length`: the length batches are padded to at most (max_seq_length). Given, a
         batch cut to its longest pair gets the same dropout masks as padded to that length
-        (layers.PaddingFreeDropout); None: Keras' plain dropout."""
+        (layers.PaddingFreeDropout); None: Keras' plain dropout. `attention`: "einsum"
+        (google-research/bert's) or "fused" (keras.ops.dot_product_attention, no attention-probs
+        dropout: for inference and speed; see bert_core/layers.py)."""
         cfg = bert_config if isinstance(bert_config, BertConfig) else BertConfig(**bert_config)
         init = truncated_normal(cfg.initializer_range)
         inputs = feature_inputs()
@@ -147,7 +149,8 @@ class BertBackbone(BertModelOutputs, keras.Model):
                 hidden_act=cfg.hidden_act, dropout=cfg.hidden_dropout_prob,
                 attention_dropout=cfg.attention_probs_dropout_prob,
                 layer_norm_eps=cfg.layer_norm_eps, initializer_range=cfg.initializer_range,
-                dropout_length=dropout_length, name=f"transformer_layer_{i}")(x, inputs["input_mask"])
+                dropout_length=dropout_length, attention=attention,
+                name=f"transformer_layer_{i}")(x, inputs["input_mask"])
         first_token = keras.layers.Lambda(lambda h: h[:, 0, :], name="first_token")(x)
         pooled = keras.layers.Dense(cfg.hidden_size, activation="tanh", kernel_initializer=init,
                                     name="pooled_dense")(first_token)
@@ -155,10 +158,11 @@ class BertBackbone(BertModelOutputs, keras.Model):
                          **kwargs)
         self.bert_config = cfg
         self.dropout_length = dropout_length
+        self.attention = attention
 
     def get_config(self):
         return {"bert_config": self.bert_config.to_dict(), "dropout_length": self.dropout_length,
-                "name": self.name, "trainable": self.trainable}
+                "attention": self.attention, "name": self.name, "trainable": self.trainable}
 
     @classmethod
     def from_config(cls, config):
@@ -183,8 +187,10 @@ class BertClassifier(BertModelOutputs, keras.Model):
 
     @classmethod
     def from_bert_config(cls, bert_config: BertConfig, num_labels: int = 2,
-                         dropout_length: int | None = None) -> BertClassifier:
-        return cls(BertBackbone(bert_config, dropout_length=dropout_length, name="bert"),
+                         dropout_length: int | None = None,
+                         attention: str = "einsum") -> BertClassifier:
+        return cls(BertBackbone(bert_config, dropout_length=dropout_length, attention=attention,
+                                name="bert"),
                    num_labels=num_labels, name="bert_classifier")
 
     def get_config(self):

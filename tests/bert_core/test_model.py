@@ -161,3 +161,50 @@ def test_padding_free_dropout_masks_real_tokens_as_the_padded_batch_does():
     assert set(np.unique(keras.ops.convert_to_numpy(padded))) == {0.0, 2.0}
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(PaddingFreeDropout(0.5, length=8)(x, training=False)), x)
+
+
+# attention="fused": keras.ops.dot_product_attention in place of the einsum attention.
+
+def fused_copy(model: BertClassifier, config: BertConfig) -> BertClassifier:
+    fused = BertClassifier.from_bert_config(config, attention="fused")
+    fused.set_weights(model.get_weights())
+    return fused
+
+
+def test_fused_attention_gives_the_einsum_outputs_on_a_padded_batch(micro_config):
+    model = BertClassifier.from_bert_config(micro_config)
+    fused = fused_copy(model, micro_config)
+    x = features(batch=3, seq=16)  # row 0 is half padding
+    for getter in ("get_sequence_output", "get_pooled_output"):
+        np.testing.assert_allclose(numpy_of(getattr(fused, getter)(x)),
+                                   numpy_of(getattr(model, getter)(x)), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(numpy_of(fused(x)), numpy_of(model(x)), rtol=0, atol=1e-5)
+
+
+def test_fused_attention_refuses_to_train_with_attention_dropout(micro_config):
+    """It cannot drop attention probabilities: training must not silently skip that dropout."""
+    fused = BertClassifier.from_bert_config(micro_config, attention="fused")
+    with pytest.raises(ValueError, match="attention_probs_dropout_prob=0"):
+        fused(features(), training=True)
+    no_attention_dropout = BertConfig(**{**micro_config.to_dict(),
+                                         "attention_probs_dropout_prob": 0.0})
+    trainable = BertClassifier.from_bert_config(no_attention_dropout, attention="fused")
+    x = features()
+    assert not np.allclose(numpy_of(trainable(x, training=True)), numpy_of(trainable(x)))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        BertClassifier.from_bert_config(micro_config, attention="flash")
+
+
+def test_the_attention_choice_survives_a_keras_file(tmp_path, micro_config):
+    model = fused_copy(BertClassifier.from_bert_config(micro_config), micro_config)
+    assert model.backbone.get_config()["attention"] == "fused"
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.backbone.attention == "fused"
+    assert {loaded.backbone.get_layer(f"transformer_layer_{i}").attention
+            for i in range(micro_config.num_hidden_layers)} == {"fused"}
+    np.testing.assert_array_equal(numpy_of(loaded(features())), numpy_of(model(features())))
+    default = BertBackbone(micro_config).get_config()
+    assert default["attention"] == "einsum"
+    del default["attention"]  # a .keras file saved before the option loads as einsum
+    assert BertBackbone.from_config(default).attention == "einsum"
