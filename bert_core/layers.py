@@ -93,7 +93,7 @@ class PaddingFreeDropout(keras.layers.Layer):
         shape = ops.shape(x)
         full = tuple(self.length if self.length and i in self.axes else shape[i]
                      for i in range(len(x.shape)))
-        noise = keras.random.uniform(full, seed=self.seed_generator, dtype=x.dtype)
+        noise = keras.random.uniform(full, seed=self.seed_generator, dtype="float32")  # bfloat16 noise would skew the rate
         if self.length:
             noise = ops.slice(noise, [0] * len(full), shape)
         keep = ops.cast(noise >= self.rate, x.dtype)

@@ -179,7 +179,7 @@ class BertClassifier(BertModelOutputs, keras.Model):
         pooled = backbone(inputs)["pooled_output"]
         x = keras.layers.Dropout(dropout, name="classifier_dropout")(pooled)
         logits = keras.layers.Dense(num_labels, kernel_initializer=truncated_normal(0.02),
-                                    name="logits")(x)
+                                    dtype="float32", name="logits")(x)  # float32 under mixed
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.backbone = backbone
         self.num_labels = num_labels

@@ -37,16 +37,19 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     """lr = peak * step / warmup while step < warmup, else peak * (1 - min(step, total) / total).
 
     As in google-research/bert, the decay is measured from step 0, not from the end of warmup,
-    and the first update (step 0) has learning rate 0.
+    and the first update (step 0) has learning rate 0. With gradient accumulation Keras calls a
+    schedule with micro-batches counted; `micro_batches` per update turns that into updates.
     """
 
-    def __init__(self, peak_learning_rate: float, num_train_steps: int, num_warmup_steps: int):
+    def __init__(self, peak_learning_rate: float, num_train_steps: int, num_warmup_steps: int,
+                 micro_batches: int = 1):
         self.peak_learning_rate = peak_learning_rate
         self.num_train_steps = num_train_steps
         self.num_warmup_steps = num_warmup_steps
+        self.micro_batches = micro_batches
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
+        step = ops.cast(ops.floor_divide(step, self.micro_batches), "float32")
         peak = self.peak_learning_rate
         decayed = peak * (1.0 - ops.minimum(step, self.num_train_steps) / self.num_train_steps)
         if self.num_warmup_steps <= 0:
@@ -57,7 +60,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"peak_learning_rate": self.peak_learning_rate,
                 "num_train_steps": self.num_train_steps,
-                "num_warmup_steps": self.num_warmup_steps}
+                "num_warmup_steps": self.num_warmup_steps, "micro_batches": self.micro_batches}
 
 
 @keras.saving.register_keras_serializable(package="bertflow")
@@ -101,6 +104,29 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         """
         return self._get_variable_index(variable)
 
+    def _clip_gradients(self, grads):
+        """Clip to the global norm of the whole batch's gradient, on any number of devices.
+
+        Under tf.distribute each replica holds the gradient of its share of the batch, and
+        Keras clips before it sums them (in `_backend_update_step`): the norm would be each
+        share's. So sum first (every replica then holds the batch's gradient), clip, and give
+        each replica 1/n of it, which Keras' own sum adds back up. JAX's DataParallel computes
+        the batch's gradient in one program: nothing to do there.
+        """
+        replicas = _tensorflow_replicas()
+        if replicas == 1:
+            return super()._clip_gradients(grads)
+        import tensorflow as tf
+
+        present = [i for i, g in enumerate(grads) if g is not None]
+        summed = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+        clipped = super()._clip_gradients(summed)
+        out = list(grads)
+        for i, g in zip(present, clipped):
+            out[i] = g / replicas
+        return out
+
     def update_step(self, gradient, variable, learning_rate):
         index = self.slot_index(variable)
         m, v = self._m[index], self._v[index]
@@ -142,8 +168,22 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
                 "exclude_from_weight_decay": list(self.exclude_from_weight_decay)}
 
 
-def create_optimizer(peak_learning_rate: float, num_train_steps: int,
-                     num_warmup_steps: int) -> AdamWeightDecay:
-    """run_classifier's optimizer: AdamWeightDecay on the warmup + linear decay schedule."""
-    return AdamWeightDecay(
-        learning_rate=WarmupLinearDecay(peak_learning_rate, num_train_steps, num_warmup_steps))
+def _tensorflow_replicas() -> int:
+    """Replicas summing gradients in this replica context (1 outside tf.distribute)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context is not None else 1
+
+
+def create_optimizer(peak_learning_rate: float, num_train_steps: int, num_warmup_steps: int,
+                     micro_batches: int = 1) -> AdamWeightDecay:
+    """run_classifier's optimizer: AdamWeightDecay on the warmup + linear decay schedule. With
+    `micro_batches` > 1, Keras' gradient accumulation: one update per that many batches, with
+    their mean gradient (clipped after averaging, as one large batch's would be)."""
+    schedule = WarmupLinearDecay(peak_learning_rate, num_train_steps, num_warmup_steps,
+                                 micro_batches)
+    return AdamWeightDecay(learning_rate=schedule, gradient_accumulation_steps=(
+        micro_batches if micro_batches > 1 else None))

@@ -7,6 +7,8 @@ from typing import ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bert_core.train_config import TrainConfig
+
 Stage = Literal["download", "validate", "tokenize", "train", "evaluate", "register"]
 STAGES: tuple[str, ...] = get_args(Stage)  # in the order the fine-tune flow runs them
 BERT_TINY_URL = "https://storage.googleapis.com/bert_models/2020_02_20/uncased_L-2_H-128_A-2.zip"
@@ -55,35 +57,6 @@ class ModelConfig(_Slice):
     max_seq_length: int = Field(128, ge=8, le=512)
     do_lower_case: bool = True
     labels: tuple[str, ...] = ("0", "1")
-
-
-class TrainConfig(_Slice):
-    """Fine-tuning: google-research/bert's MRPC recipe unless overridden."""
-
-    learning_rate: float = Field(2e-5, gt=0)
-    epochs: float = Field(3.0, gt=0)
-    batch_size: int = Field(32, gt=0)
-    warmup_proportion: float = Field(0.1, ge=0, lt=1)
-    seed: int = 12345
-    init_from_checkpoint: bool = Field(True, description="False: random init (from scratch).")
-    architecture: Literal["checkpoint", "bert-tiny"] = Field(
-        "checkpoint", description="The checkpoint's bert_config, or BERT-Tiny's (from scratch).")
-    shuffle_buffer: int = Field(100, gt=0, description="run_classifier shuffles with 100.")
-    save_every_steps: int = Field(50, gt=0, description="Training checkpoint interval (resume).")
-    save_min_seconds: float = Field(
-        120.0, ge=0, description="...and at least this many seconds between checkpoints: each "
-                                 "one writes the weights and AdamW's moments (MiniLM-L3: ~3 s).")
-    padding: Literal["dynamic", "max_length"] = Field(
-        "dynamic", description="dynamic: run_classifier's batches, each cut to its own longest "
-                               "pair (less compute; with dropout off, the same model up to float "
-                               "rounding: dropout draws its masks per batch shape); max_length: "
-                               "every batch max_seq_length wide, as run_classifier.")
-    bucket_boundaries: tuple[int, ...] = Field(
-        (), description="Length bucketing: batch pairs of similar length, each padded only to "
-                        "its bucket's bound, e.g. (32, 48, 64, 80, 96); other batches than "
-                        "run_classifier's. Empty: run_classifier's batches, padded as `padding`.")
-    mixed_precision: bool = Field(False, description="float16 compute on GPU.")
-    jit_compile: bool = Field(False, description="XLA-compile the train step.")
 
 
 class EvalConfig(_Slice):

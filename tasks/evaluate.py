@@ -29,15 +29,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from sklearn import metrics as skm
 
-from bert_core.features import FEATURE_NAMES, PARAPHRASE, Features
+from bert_core.features import PARAPHRASE
+from bert_core.inputs import read_split
+from bert_core.predict import predict_logits
 from tasks.atomic import publish_dir, write_json
 from tasks.caching import cached, content_key, refreshing
-from tasks.fingerprint import sealed_files, unsealed
 from tasks.config import EvalConfig
-from tasks.predict import predict_logits
+from tasks.fingerprint import sealed_files, unsealed
 from tasks.progress import run_log
 from tasks.records import EvalReport, Shards, TrainedModel
-from tasks.shards import read_parquet_features
 
 # Keras (and TensorFlow under it) is imported where a model is loaded, not here: a run whose
 # evaluate task is cached never pays the ~5 s import.
@@ -50,33 +50,16 @@ POSITIVE = PARAPHRASE  # GLUE's MRPC F1 is the F1 of this class
 logger = logging.getLogger(__name__)
 
 
-def read_split(shards: Shards, split: str) -> tuple[Features, np.ndarray | None, list[str]]:
-    """Every example of `split`, shard by shard in manifest order: its features, label ids (None
-    for an unlabeled split) and guids."""
-    entry = json.loads(shards.manifest.read_text())["splits"][split]
-    parts, labels, guids = [], [np.zeros(0, np.int64)], []
-    for shard in entry["shards"]:
-        features, table = read_parquet_features(Path(shards.shard_dir) / shard["parquet"])
-        if table.num_rows == 0:
-            continue
-        parts.append(features)
-        if entry["labeled"]:
-            labels.append(table.column("label").to_numpy(zero_copy_only=False).astype(np.int64))
-        guids += table.column("guid").to_pylist()
-    columns = [np.concatenate([getattr(p, name) for p in parts]) if parts
-               else np.zeros((0, 0), np.int32) for name in FEATURE_NAMES]
-    return Features(*columns), np.concatenate(labels) if entry["labeled"] else None, guids
-
-
 def predict_split(model: keras.Model, shards: Shards, split: str, batch_size: int,
                   log: Callable[[str], None] | None = None,
                   ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Class probabilities (n, num_labels), label ids (None for an unlabeled split) and guids of
     every example of `split`, in manifest order. Batches are padded only to their own longest
-    pair (tasks/predict.py); a large split logs its progress (`log`, default the run logger)."""
+    pair (bert_core/predict.py); a large split logs its progress (`log`, default the run logger)."""
     from bert_core.model import softmax
 
-    features, labels, guids = read_split(shards, split)
+    data = read_split(shards.shard_dir, split)
+    features, labels, guids = data.features, data.labels, data.guids
     if not guids:
         num_labels = len(json.loads(shards.manifest.read_text())["labels"])
         return np.zeros((0, num_labels)), labels, guids
@@ -218,12 +201,16 @@ def plot_pr(labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:
 
 
 def plot_loss(history: dict, path: Path) -> Path:
-    """Per-step training loss, epoch means at their last step, learning rate on a twin axis."""
+    """Per-step training loss, epoch means at their last step (or the dev loss of each
+    evaluation during training), learning rate on a twin axis."""
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.subplots()
     ax.plot(history["steps"], history["loss"], lw=0.8, alpha=0.6, label="step loss")
     epochs = history["epochs"]
     ax.plot([e["step"] for e in epochs], [e["loss"] for e in epochs], "o-", label="epoch mean")
+    if evaluations := history.get("evaluations"):
+        ax.plot([e["step"] for e in evaluations], [e["loss"] for e in evaluations], "s-",
+                color="tab:red", label="dev loss")
     ax.set(xlabel="step", ylabel="loss", title="Training loss")
     lr = ax.twinx()
     lr.plot(history["steps"], history["learning_rate"], color="tab:green", lw=1, label="lr")
@@ -260,10 +247,17 @@ def summary_markdown(metrics: dict[str, float], confusion: list[list[int]],
 
 
 def _training_line(history: dict) -> str:
-    """'345 steps in 3 epochs, 55.0 examples/s[, resumed from step 200].'"""
+    """'345 steps in 3 epochs, 55.0 examples/s[, 4 dev evaluations, best loss 0.41 at step
+    200][, resumed from step 200].'"""
     steps, speed = history["steps"], history["examples_per_second"] or 0
-    line = (f"{steps[-1] if steps else 0} steps in {len(history['epochs'])} epochs, "
-            f"{speed:.1f} examples/s")
+    line = f"{steps[-1] if steps else 0} steps"
+    if history["epochs"]:
+        line += f" in {len(history['epochs'])} epochs"
+    line += f", {speed:.1f} examples/s"
+    if evaluations := history.get("evaluations"):
+        best = min(evaluations, key=lambda e: e["loss"])
+        line += (f", {len(evaluations)} dev evaluations, best loss {best['loss']:.4f} at step "
+                 f"{best['step']}")
     resumed = history.get("resumed_from_step")
     return line + (f", resumed from step {resumed}." if resumed else ".")
 

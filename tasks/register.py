@@ -70,7 +70,8 @@ def keras_signature(max_seq_length: int, num_labels: int) -> ModelSignature:
 
 def run_metrics(report: EvalReport, history: dict, timestamp: int) -> list[Metric]:
     """dev_<name> for every dev metric; train_loss and learning_rate per step; epoch_loss and
-    epoch_accuracy per epoch (step = the epoch's number)."""
+    epoch_accuracy per epoch (step = the epoch's number); eval_loss and eval_accuracy per dev
+    evaluation during training (step = the training step)."""
     metrics = [Metric(f"dev_{k}", float(v), timestamp, 0) for k, v in report.metrics.items()]
     for key, values in (("train_loss", history.get("loss", [])),
                         ("learning_rate", history.get("learning_rate", []))):
@@ -79,6 +80,9 @@ def run_metrics(report: EvalReport, history: dict, timestamp: int) -> list[Metri
     for epoch in history.get("epochs", []):
         metrics += [Metric(f"epoch_{k}", float(epoch[k]), timestamp, int(epoch["epoch"]))
                     for k in ("loss", "accuracy") if k in epoch]
+    for evaluation in history.get("evaluations", []):  # dev during training, at its step
+        metrics += [Metric(f"eval_{k}", float(evaluation[k]), timestamp, int(evaluation["step"]))
+                    for k in ("loss", "accuracy")]
     if history.get("examples_per_second") is not None:
         metrics.append(Metric("train_examples_per_second", float(history["examples_per_second"]),
                               timestamp, 0))

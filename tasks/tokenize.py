@@ -31,7 +31,8 @@ from tasks.config import DataConfig, ModelConfig
 from tasks.records import RawData, Shards
 from tasks.fingerprint import sealed_files, sha256_file, unsealed
 from tasks.mrpc import SPLITS
-from tasks.progress import Meter, progress_line, run_log
+from bert_core.progress import Meter, progress_line
+from tasks.progress import run_log
 from tasks.shards import ShardInfo, ShardJob, plan_shards, write_shard
 from tasks.validate import publish, validate_shard_splits
 

@@ -17,7 +17,8 @@ HERE = Path(__file__).parent
 def test_bert_core_runs_on_jax():
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    tests = [str(HERE / f"test_{name}.py") for name in ("model", "optimizer", "training")]
+    tests = [str(HERE / f"test_{name}.py") for name in ("model", "optimizer", "training", "trainer",
+                                                         "inputs")]
     check = "import keras; assert keras.backend.backend() == 'jax'"
     subprocess.run([sys.executable, "-c", check], env=env, check=True, timeout=120)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],

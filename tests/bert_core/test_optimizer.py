@@ -102,13 +102,22 @@ def test_warmup_then_linear_decay_as_in_google_research_bert(step, factor):
     assert float(schedule(step)) == pytest.approx(2e-5 * factor, rel=1e-6, abs=1e-12)
 
 
-def test_optimizer_serialises_with_its_schedule():
-    opt = create_optimizer(2e-5, 343, 34)
+@pytest.mark.parametrize("micro_batches", [1, 4])
+def test_optimizer_serialises_with_its_schedule(micro_batches):
+    opt = create_optimizer(2e-5, 343, 34, micro_batches)
     clone = AdamWeightDecay.from_config(opt.get_config())
     assert isinstance(clone._learning_rate, WarmupLinearDecay)
     assert clone._learning_rate.get_config() == {"peak_learning_rate": 2e-5,
-                                                 "num_train_steps": 343, "num_warmup_steps": 34}
+                                                 "num_train_steps": 343, "num_warmup_steps": 34,
+                                                 "micro_batches": micro_batches}
     assert clone.global_clipnorm == 1.0 and clone.weight_decay_rate == 0.01
+    assert clone.gradient_accumulation_steps == (micro_batches if micro_batches > 1 else None)
+
+
+def test_with_micro_batches_the_schedule_counts_updates():
+    schedule = WarmupLinearDecay(1.0, 10, 2, micro_batches=4)
+    rates = [float(keras.ops.convert_to_numpy(schedule(i))) for i in range(12)]
+    assert rates == pytest.approx([0.0] * 4 + [0.5] * 4 + [0.8] * 4)  # updates 0-2 of 10, warmup 2
 
 
 def test_keras_private_variable_index_still_means_the_build_position():

@@ -262,14 +262,16 @@ def test_dynamic_padding_predicts_what_padding_to_max_length_predicts(inputs):
     padded-to-32 prediction, row for row in manifest order; and it really cut the batches."""
     import keras
 
+    from bert_core.inputs import read_split
     from bert_core.model import softmax
-    from tasks.evaluate import predict_split, read_split
-    from tasks.predict import length_batches, predict_padded
+    from bert_core.predict import length_batches, predict_padded
+    from tasks.evaluate import predict_split
 
     trained, shards = inputs
     model = keras.saving.load_model(trained.keras_file, compile=False)
     for split in ("dev", "test"):
-        features, labels, guids = read_split(shards, split)
+        data = read_split(shards.shard_dir, split)
+        features, labels, guids = data.features, data.labels, data.guids
         probs, same_labels, same_guids = predict_split(model, shards, split, batch_size=4)
         padded = softmax(predict_padded(model, features, batch_size=4))
         np.testing.assert_allclose(probs, padded, rtol=0, atol=1e-5)

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.callbacks import StopAtStep, TrainingProgress
-from tasks.progress import Meter, progress_line
+from bert_core.callbacks import StopAtStep, TrainingProgress
+from bert_core.progress import Meter, progress_line
 
 
 def _fit(steps: int, **progress) -> tuple[list[str], TrainingProgress]:

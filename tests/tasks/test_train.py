@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bert_core.optimizer import train_steps
-from tasks.callbacks import SpacedBackup
+from bert_core.callbacks import SpacedBackup
 from tasks.config import DataConfig, ModelConfig, RowBounds, TrainConfig
 from tasks.download import download_data
 from tasks.fingerprint import SEAL
@@ -92,6 +92,15 @@ def test_from_scratch_ignores_the_checkpoint_weights(inputs, tmp_path):
     cfg = TRAIN.model_copy(update={"init_from_checkpoint": False, "epochs": 0.3})
     trained = train_model(raw, shards, MODEL, cfg, tmp_path)
     assert trained.init == "scratch" and trained.steps == 2
+
+
+def test_the_bert_tiny_architecture_replaces_the_checkpoints_config(inputs, tmp_path):
+    raw, shards = inputs
+    cfg = TRAIN.model_copy(update={"init_from_checkpoint": False, "architecture": "bert-tiny",
+                                   "epochs": 0.3})
+    trained = train_model(raw, shards, MODEL, cfg, tmp_path)
+    config = json.loads((Path(trained.model_dir) / "bert_config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (128, 2)  # the release: 16, 1
 
 
 KILLED_RUN = textwrap.dedent("""
@@ -185,23 +194,28 @@ def _wait_for_steps(path: Path, steps: int, process: subprocess.Popen, timeout_s
     raise TimeoutError(f"{path} did not reach step {steps}")
 
 
+def _batches(inputs, steps: int, **options) -> list:
+    """The first `steps` (features, labels) batches the train stage would train on."""
+    from bert_core.inputs import TrainBatches, read_split
+
+    _, shards = inputs
+    train = read_split(shards.shard_dir, "train")
+    batches = TrainBatches(train, steps, TRAIN.batch_size, TRAIN.seed, TRAIN.shuffle_buffer,
+                           **options)
+    return [batches.batch(step)[0] for step in range(steps)]
+
+
 def test_bucketing_batches_similar_lengths_padded_to_their_bound(inputs):
     """Every pair keeps its real tokens; each batch is as wide as its bucket's bound."""
-    import tensorflow as tf
-
-    from tasks.train import train_dataset
-
-    raw, shards = inputs
-    cfg = TRAIN.model_copy(update={"bucket_boundaries": (16, 24)})
     seen = 0
-    for features, labels in train_dataset(shards, MODEL, cfg).take(12):
+    for features, labels in _batches(inputs, 12, bounds=(16, 24)):
         width = int(features["input_ids"].shape[1])
-        lengths = tf.reduce_sum(features["input_mask"], axis=1).numpy()
+        lengths = features["input_mask"].sum(axis=1)
         assert features["input_ids"].shape == (4, width) and labels.shape == (4,)
         assert width in (16, 24, 32)
         lower = {16: 0, 24: 16, 32: 24}[width]
         assert all(lower < n <= width for n in lengths)  # each pair in its own bucket
-        ids = features["input_ids"].numpy()
+        ids = features["input_ids"]
         assert all(ids[i, 0] == 2 and (ids[i, n:] == 0).all() for i, n in enumerate(lengths))
         seen += 1
     assert seen == 12
@@ -231,7 +245,7 @@ def test_a_backup_restores_weights_moments_and_step_and_stops_at_the_same_count(
     """SpacedBackup on public Keras API: a fresh model given the backup folder resumes at the
     newest backup's step with its weights and Adam moments, and StopAtStep ends it at the same
     total; an unreadable newest backup falls back to the one before."""
-    from tasks.callbacks import StopAtStep
+    from bert_core.callbacks import StopAtStep
 
     x, y = np.random.default_rng(0).normal(size=(16, 2)), np.ones((16, 1))
     backup = SpacedBackup(str(tmp_path / "backup"), save_freq=2, min_seconds=0,
@@ -270,12 +284,8 @@ def test_a_backup_restores_weights_moments_and_step_and_stops_at_the_same_count(
 
 
 def _dynamic_and_padded(inputs, steps: int):
-    """(dynamic, max_length) datasets' first `steps` batches."""
-    from tasks.train import train_dataset
-
-    _, shards = inputs
-    return [list(train_dataset(shards, MODEL, TRAIN.model_copy(update={"padding": p}))
-                 .take(steps).as_numpy_iterator()) for p in ("dynamic", "max_length")]
+    """(dynamic, max_length) first `steps` batches."""
+    return [_batches(inputs, steps, padding=p) for p in ("dynamic", "max_length")]
 
 
 def test_dynamic_padding_cuts_run_classifiers_batches_to_their_longest_pair(inputs):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bert_core.features import Features
-from tasks.progress import Meter, progress_line
+from bert_core.progress import Meter, progress_line
 
 if TYPE_CHECKING:
     import keras

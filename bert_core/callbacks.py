@@ -1,6 +1,10 @@
-"""The train stage's Keras callbacks: exact step counts across resumes, backups with a bounded
-cost (public Keras API only), a per-step history that survives a kill, and progress a person can
-follow (log lines, a terminal bar, the Prefect UI)."""
+"""The fine-tune's Keras callbacks: exact step counts across resumes, backups with a bounded
+cost (public Keras API only), dev evaluation during training, a per-step history that survives a
+kill, and progress a person can follow (log lines, a terminal bar, a `Report` such as the
+Prefect UI's).
+
+With gradient accumulation Keras calls the batch hooks once per micro-batch; what these do per
+optimizer update happens once, at the micro-batch that completes the update."""
 
 from __future__ import annotations
 
@@ -15,10 +19,31 @@ from pathlib import Path
 from typing import TextIO
 
 import keras
+import numpy as np
+from scipy.special import logsumexp
 
-from tasks.progress import Meter, Report, bar, progress_line
+from bert_core.inputs import Split
+from bert_core.predict import predict_logits
+from bert_core.progress import Meter, Report, bar, progress_line
 
 logger = logging.getLogger(__name__)
+
+
+def optimizer_step(model: keras.Model) -> int:
+    """Optimizer updates so far (with accumulation: completed updates, not micro-batches)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class _PerUpdate(keras.callbacks.Callback):
+    _last_step: int | None = None  # set by each subclass's on_train_begin
+
+    def new_step(self) -> int | None:
+        """The step after this micro-batch, if it completed an update; else None."""
+        step = optimizer_step(self.model)
+        if step == self._last_step:
+            return None
+        self._last_step = step
+        return step
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -29,11 +54,11 @@ class StopAtStep(keras.callbacks.Callback):
         self.steps = steps
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
+        if optimizer_step(self.model) >= self.steps:
             self.model.stop_training = True
 
 
-class SpacedBackup(keras.callbacks.Callback):
+class SpacedBackup(_PerUpdate):
     """Keras' BackupAndRestore, with public Keras API only: a backup every `save_freq` optimizer
     steps (counted over the whole run, resumes included), skipped while fewer than `min_seconds`
     have passed since the last one; `on_train_begin` restores the newest backup, so a run killed
@@ -65,6 +90,10 @@ class SpacedBackup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.last_saved = time.monotonic()
+        self._restore()
+        self._last_step = optimizer_step(self.model)
+
+    def _restore(self) -> None:
         backups = self.backups()
         if not backups:
             return
@@ -81,7 +110,9 @@ class SpacedBackup(keras.callbacks.Callback):
                 logger.warning("backup %s cannot be read (%s); trying the one before", path, error)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = self.new_step()
+        if step is None:
+            return
         if step % self.save_freq == 0 and time.monotonic() - self.last_saved >= self.min_seconds:
             self.save(step)
             self.last_saved = time.monotonic()
@@ -106,7 +137,7 @@ def _step_of(path: Path) -> int:
     return int(path.name.split("-")[1].split(".")[0])
 
 
-class StepHistory(keras.callbacks.Callback):
+class StepHistory(_PerUpdate):
     """Per-step loss and learning rate, appended to a JSON-lines file that survives a kill."""
 
     def __init__(self, path: Path, log: Callable[[str], None]):
@@ -114,7 +145,7 @@ class StepHistory(keras.callbacks.Callback):
         self.path, self.log = path, log
 
     def on_train_begin(self, logs=None):
-        start_step = int(self.model.optimizer.iterations.numpy())
+        start_step = self._last_step = optimizer_step(self.model)
         if start_step:  # SpacedBackup (called before us) restored a killed run
             self._append({"resumed_from_step": start_step})
             self.log(f"resumed from the backup at step {start_step}")
@@ -127,13 +158,33 @@ class StepHistory(keras.callbacks.Callback):
         self.learning_rate = next_learning_rate(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        if (step := self.new_step()) is None:
+            return
         self._append({"step": step, "loss": float(logs["loss"]),
                       "learning_rate": self.learning_rate})
 
     def on_epoch_end(self, epoch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = optimizer_step(self.model)
         self._append({"epoch": epoch + 1, "step": step, **{k: float(v) for k, v in logs.items()}})
+
+
+class DevEvaluation(keras.callbacks.Callback):
+    """At each epoch's end (with `eval_every_steps`, an epoch is that many steps): the dev
+    split's loss and accuracy, added to the epoch's logs as `val_loss` and `val_accuracy` for
+    the callbacks after it (EarlyStopping, StepHistory), and logged."""
+
+    def __init__(self, dev: Split, log: Callable[[str], None], batch_size: int = 64):
+        super().__init__()
+        self.dev, self.log, self.batch_size = dev, log, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = predict_logits(self.model, self.dev.features, self.batch_size).astype(np.float64)
+        labels = self.dev.labels
+        loss = float(np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]))
+        accuracy = float(np.mean(logits.argmax(axis=1) == labels))
+        if logs is not None:
+            logs.update(val_loss=loss, val_accuracy=accuracy)
+        self.log(f"step {optimizer_step(self.model)}: dev loss {loss:.4f}, accuracy {accuracy:.4f}")
 
 
 def next_learning_rate(model: keras.Model) -> float:
@@ -142,7 +193,7 @@ def next_learning_rate(model: keras.Model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
-class TrainingProgress(keras.callbacks.Callback):
+class TrainingProgress(_PerUpdate):
     """What a person watching a fine-tune sees. Every `every` steps and at the last:
 
         step 150/343 (44%), loss 0.6123, lr 1.23e-05, 55.1 examples/s, ETA 3m30s
@@ -160,13 +211,15 @@ class TrainingProgress(keras.callbacks.Callback):
                                                          else None)
 
     def on_train_begin(self, logs=None):
-        self.meter = Meter(self.total, int(self.model.optimizer.iterations.numpy()))
+        self._last_step = optimizer_step(self.model)
+        self.meter = Meter(self.total, self._last_step)
 
     def on_train_batch_begin(self, batch, logs=None):
         self.learning_rate = next_learning_rate(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        if (step := self.new_step()) is None:
+            return
         values = f"loss {float(logs['loss']):.4f}, lr {self.learning_rate:.3g}"
         due = step % self.every == 0 or step >= self.total
         rate, eta = self.meter.read(step) if due else self.meter.peek(step)  # the window so far
