@@ -11,6 +11,8 @@ of the machine hits every variant alike.
     max_length       HF    bench/hf_run_glue.py, every pair padded to 128 (run_glue's default)
     longest          HF    dynamic padding: the same batches, each cut to its longest pair
     group_by_length  HF    transformers' LengthGroupedSampler (the Trainer's group_by_length)
+    bf16             ours  default with `train.precision` mixed_bfloat16
+    longest_bf16     HF    longest with the forward passes under torch.autocast(bfloat16)
 
 Every ours run is cold: a fresh --home (downloads the real MRPC and MiniLM-L3 zip from a loopback
 HTTP server over ../shared, validates, tokenizes, trains, evaluates dev, predicts test, registers).
@@ -24,12 +26,17 @@ seeds, each also needing a mean dev accuracy equal to or better than its anchor'
     fastest train_s / HF group_by_length train_s          <= 0.6
     default command_s / HF max_length command_s           <= 0.8  (run_glue's default padding:
                                                                    what its users run unchanged)
+    bf16 train_s / default train_s                        <= 0.5  (dev accuracy within one sd of
+                                                                   float32's seeds; on a CPU with
+                                                                   avx512_bf16 or amx_bf16)
+    bf16 train_s / HF longest_bf16 train_s                <= 1.0
 
 Each finished run is appended at once to accuracy.jsonl in --out, with the commit, the CPU and
 the library versions; a rerun skips the runs already there for the same commit and CPU (--fresh
 starts a new file). Writes accuracy.{md,json} to --out (bench/results); the last line printed is
-one JSON object. The full run (15 commands) takes about 100 minutes on an idle 2-core CPU: per
-seed roughly HF max_length 10 min, longest 7, group_by_length 5, ours 5-6 each (estimates).
+one JSON object. The full run (21 commands) took 53 minutes for the five float32 variants on
+an idle 2-core AMD EPYC (per seed: HF max_length 5.6 min, longest 3.6, group_by_length 2.5,
+ours default 2.5, fastest 1.7), plus the two bfloat16 variants.
 
     python bench/accuracy.py [--seeds 1 2 3] [--settings recipe better] [--variants ...] [--fresh]
     python bench/accuracy.py --quick     # 1 seed, 0.05 epoch (5 steps), every variant, ~4 min:
@@ -66,7 +73,9 @@ VARIANTS = {"default": {"impl": "ours", "train": {}},
             "fastest": {"impl": "ours", "train": {"bucket_boundaries": list(BUCKETS)}},
             "max_length": {"impl": "hf", "padding": "max_length"},
             "longest": {"impl": "hf", "padding": "longest"},
-            "group_by_length": {"impl": "hf", "padding": "group_by_length"}}
+            "group_by_length": {"impl": "hf", "padding": "group_by_length"},
+            "bf16": {"impl": "ours", "train": {"precision": "mixed_bfloat16"}},
+            "longest_bf16": {"impl": "hf", "padding": "longest", "precision": "bfloat16"}}
 # "recipe": google-research/bert's MRPC recipe, TrainConfig's defaults. "better": bench/gpu.py's
 # search on a GPU (JAX; 30 learning-rate x epochs settings, 4 to 9 seeds each; bench/results/
 # gpu.md) found no setting with higher dev accuracy than the recipe beyond noise: past 3 epochs
@@ -169,6 +178,7 @@ def run_hf(variant: str, setting: dict, seed: int, shared: Path, scratch: Path) 
         stdout, usage = timed([sys.executable, str(ROOT / "bench" / "hf_run_glue.py"),
                                "--shared", str(shared), "--padding", VARIANTS[variant]["padding"],
                                "--seed", str(seed), "--setting", json.dumps(setting),
+                               "--precision", VARIANTS[variant].get("precision", "float32"),
                                "--out", str(out)])
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Evaluate's prediction of the real MRPC dev + test (408 + 1,725 pairs) with the real MiniLM-L3,
 padded to 128 (every batch, as Keras' model.predict over a shard did) against dynamic padding
-(tasks/predict.py: length-sorted batches, each cut to its longest pair rounded up to 8), timed
+(bert_core/predict.py: length-sorted batches, each cut to its longest pair rounded up to 8), timed
 side by side in one process on this CPU.
 
     model      MiniLM-L3 from ../shared (Google layout), a random classifier head: prediction
@@ -70,7 +70,7 @@ def minilm(raw):
 def padded_way(model, shards, split: str, batch: int):
     """The former predict_split: model.predict shard by shard, every batch 128 wide."""
     from bert_core.model import softmax
-    from tasks.predict import predict_padded
+    from bert_core.predict import predict_padded
     from tasks.shards import read_parquet_features
 
     import numpy as np

@@ -13,16 +13,21 @@ one JSON line: dev accuracy and F1, collapsed, and the seconds of each stage.
                                before transformers 5): shuffled mega-batches of up to 50 batches,
                                each sorted by length, every batch cut to its longest pair; dev and
                                test are read the same way, as the Trainer's eval sampler does
+    --precision float32        (default), or bfloat16: forward passes under
+                               torch.autocast("cpu", torch.bfloat16), the mixed precision a
+                               PyTorch user turns on for a CPU with bfloat16 instructions
     recipe     torch AdamW (decay 0.01 except bias and LayerNorm), linear warmup then decay,
                gradients clipped to 1.0; run_classifier's step count, int(n / batch * epochs),
                full batches only; dev and test in batches of 64, as bertflow's evaluate
 
     python bench/hf_run_glue.py --shared ../shared --padding longest --seed 1 [--setting JSON]
+                                [--precision bfloat16]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -35,6 +40,7 @@ import torch
 from data_contracts.reader import read_tsv
 
 PADDINGS = ("max_length", "longest", "group_by_length")
+PRECISIONS = ("float32", "bfloat16")
 EVAL_BATCH = 64
 RECIPE = {"learning_rate": 2e-5, "epochs": 3.0, "batch_size": 32, "warmup_proportion": 0.1}
 
@@ -78,7 +84,14 @@ def train_loader(dataset, padding: str, batch_size: int, seed: int):
                                        generator=torch.Generator().manual_seed(seed))
 
 
-def finetune(model, loader, setting: dict, padding: str) -> int:
+def autocast(precision: str):
+    """The forward passes' precision: as is, or torch's CPU autocast to bfloat16."""
+    if precision == "bfloat16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def finetune(model, loader, setting: dict, padding: str, precision: str = "float32") -> int:
     """The fine-tune loop of run_glue_no_trainer.py; returns the steps taken."""
     from transformers.optimization import get_linear_schedule_with_warmup
 
@@ -97,8 +110,10 @@ def finetune(model, loader, setting: dict, padding: str) -> int:
     while done < steps:
         for batch in loader:
             ids, mask, segments, labels = cut(batch, padding)
-            model(input_ids=ids, attention_mask=mask, token_type_ids=segments,
-                  labels=labels).loss.backward()
+            with autocast(precision):
+                loss = model(input_ids=ids, attention_mask=mask, token_type_ids=segments,
+                             labels=labels).loss
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
@@ -110,7 +125,7 @@ def finetune(model, loader, setting: dict, padding: str) -> int:
 
 
 @torch.no_grad()
-def predict(model, dataset, padding: str, seed: int) -> np.ndarray:
+def predict(model, dataset, padding: str, seed: int, precision: str = "float32") -> np.ndarray:
     """Class probabilities of every pair, in the dataset's order, read in batches of 64 in the
     order the variant's eval sampler gives (sequential, or grouped by length)."""
     n = len(dataset)
@@ -121,8 +136,9 @@ def predict(model, dataset, padding: str, seed: int) -> np.ndarray:
     for start in range(0, n, EVAL_BATCH):
         index = torch.tensor(order[start:start + EVAL_BATCH])
         ids, mask, segments, _ = cut([t[index] for t in dataset.tensors], padding)
-        logits = model(input_ids=ids, attention_mask=mask, token_type_ids=segments).logits
-        probs[index.numpy()] = torch.softmax(logits, -1).numpy()
+        with autocast(precision):
+            logits = model(input_ids=ids, attention_mask=mask, token_type_ids=segments).logits
+        probs[index.numpy()] = torch.softmax(logits.float(), -1).numpy()
     return probs
 
 
@@ -145,7 +161,8 @@ def write_predictions(probs: np.ndarray, path: Path) -> None:
     path.write_text("index\tprediction\n" + "\n".join(lines) + "\n")
 
 
-def run(shared: Path, padding: str, seed: int, setting: dict, out: Path) -> dict:
+def run(shared: Path, padding: str, seed: int, setting: dict, out: Path,
+        precision: str = "float32") -> dict:
     """The whole command's work, each stage timed: load + tokenize, train (model load, loop,
     save), evaluate dev, predict test."""
     from transformers import AutoTokenizer, BertForSequenceClassification, set_seed
@@ -160,12 +177,14 @@ def run(shared: Path, padding: str, seed: int, setting: dict, out: Path) -> dict
     seconds, clock = {"tokenize": time.perf_counter() - clock}, time.perf_counter()
     model = BertForSequenceClassification.from_pretrained(hf_dir, num_labels=2)
     steps = finetune(model, train_loader(train_set, padding, setting["batch_size"], seed),
-                     setting, padding)
+                     setting, padding, precision)
     model.save_pretrained(out / "model")
     seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
-    metrics = dev_metrics(dev_set.tensors[3].numpy(), predict(model, dev_set, padding, seed))
+    metrics = dev_metrics(dev_set.tensors[3].numpy(),
+                          predict(model, dev_set, padding, seed, precision))
     seconds["evaluate"], clock = time.perf_counter() - clock, time.perf_counter()
-    write_predictions(predict(model, test_set, padding, seed), out / "predict_results_mrpc.txt")
+    write_predictions(predict(model, test_set, padding, seed, precision),
+                      out / "predict_results_mrpc.txt")
     seconds["predict"] = time.perf_counter() - clock
     return {**metrics, "train_s": round(seconds["train"], 1), "steps": steps,
             "stages": {k: round(v, 1) for k, v in seconds.items()}}
@@ -180,9 +199,11 @@ def main() -> None:
     parser.add_argument("--setting", type=json.loads, default=RECIPE, metavar="JSON",
                         help="learning_rate, epochs, batch_size, warmup_proportion")
     parser.add_argument("--out", type=Path, default=None, help="model and predictions (temp)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     opts = parser.parse_args()
     out = opts.out or Path(tempfile.mkdtemp(prefix="hf-run-glue-"))
-    print(json.dumps(run(opts.shared, opts.padding, opts.seed, {**RECIPE, **opts.setting}, out)))
+    print(json.dumps(run(opts.shared, opts.padding, opts.seed, {**RECIPE, **opts.setting}, out,
+                         opts.precision)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 128 wide (`train.padding="max_length"`, run_classifier's shapes), each batch cut to its longest
 pair (`"dynamic"`, the default: the same batches), and length buckets every 2 positions
 (`bucket_boundaries`, other batches). MiniLM-L3 from ../shared, lr 2e-5, batch 32, the train
-stage's `train_dataset` over shards from tasks.tokenize; each measurement in a process of its
+stage's batches (bert_core.inputs) over shards from tasks.tokenize; each measurement in a process of its
 own: 5 warm-up steps (tracing), then --steps timed.
 
     python bench/padding.py [--shared ../shared] [--steps 30] [--repeat 2]
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WAYS = {"max_length": {"padding": "max_length"}, "dynamic": {"padding": "dynamic"},
-        "bucketed": {"bucket_boundaries": tuple(range(16, 112, 2))}}
+        "bucketed": {"bounds": tuple(range(16, 112, 2))}}
 
 
 def measure(way: str, shared: Path, steps: int) -> float:
@@ -35,10 +35,10 @@ def measure(way: str, shared: Path, steps: int) -> float:
     import_tensorflow()
     import keras
 
+    from bert_core.inputs import TrainBatches, read_split
     from bert_core.optimizer import create_optimizer
+    from bert_core.trainer import keras_input
     from evaluate import minilm, real_shards  # bench/ is this script's first sys.path entry
-    from tasks.config import ModelConfig, TrainConfig
-    from tasks.train import train_dataset
 
     with tempfile.TemporaryDirectory() as home:
         raw, shards = real_shards(shared, Path(home))
@@ -46,7 +46,9 @@ def measure(way: str, shared: Path, steps: int) -> float:
         model = minilm(raw)
         model.compile(optimizer=create_optimizer(2e-5, 343, 34),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        data = train_dataset(shards, ModelConfig(), TrainConfig(**WAYS[way]))
+        batches = TrainBatches(read_split(shards.shard_dir, "train"), 5 + steps, 32, 0,
+                               **WAYS[way])
+        data = keras_input(batches, 0)
         model.fit(data, steps_per_epoch=5, epochs=1, verbose=0)
         start = time.perf_counter()
         model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)

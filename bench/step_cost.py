@@ -8,7 +8,7 @@ is what a step costs whatever its width (the optimizer over all 11M weights, dis
 `c` what grows with the tokens and with attention's width^2. It then reads the widths of every
 batch each run trains on, from the real MRPC train split:
 
-    fastest          ours-plain: the train stage's input with bench/accuracy.py's BUCKETS
+    fastest          ours-plain: the train stage's batches with bench/accuracy.py's BUCKETS
     default          ours: run_classifier's batches, each cut to its longest pair
     group_by_length  HF: transformers' LengthGroupedSampler as bench/hf_run_glue.py uses it
     longest          HF: shuffled batches, each cut to its longest pair
@@ -136,31 +136,19 @@ def time_hf(shared: Path, warmup: int, steps: int) -> dict[int, float]:
 
 def schedules(shared: Path, seed: int) -> dict[str, list[int]]:
     """The width of every batch each run trains on (3 epochs of the real MRPC train split)."""
-    from bert_core.backend import import_tensorflow
-
-    import_tensorflow()
     import torch
     from evaluate import real_shards  # bench/evaluate.py
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from tasks.config import ModelConfig, TrainConfig
-    from tasks.train import train_dataset
+    from bert_core.inputs import TrainBatches, read_split
 
     with tempfile.TemporaryDirectory() as home:
         _, shards = real_shards(shared, Path(home))
-        import pyarrow.parquet as pq
-
-        manifest = json.loads(shards.manifest.read_text())
-        masks = [np.stack(pq.read_table(Path(shards.shard_dir) / s["parquet"],
-                                        columns=["input_mask"])["input_mask"].to_numpy(False))
-                 for s in manifest["splits"]["train"]["shards"]]
-        lengths = np.concatenate([m.sum(axis=1) for m in masks]).astype(int)
-        steps = int(len(lengths) / BATCH * EPOCHS)  # run_classifier's num_train_steps
-        out = {}
-        for name, train in (("fastest", TrainConfig(bucket_boundaries=BUCKETS, seed=seed)),
-                            ("default", TrainConfig(seed=seed))):
-            data = train_dataset(shards, ModelConfig(), train).take(steps)
-            out[name] = [int(x["input_ids"].shape[1]) for x, _ in data]
+        train = read_split(shards.shard_dir, "train")
+    lengths = train.lengths
+    steps = int(len(lengths) / BATCH * EPOCHS)  # run_classifier's num_train_steps
+    out = {"fastest": TrainBatches(train, steps, BATCH, seed, bounds=BUCKETS).widths,
+           "default": TrainBatches(train, steps, BATCH, seed).widths}
     sampler = LengthGroupedSampler(BATCH, lengths=lengths.tolist(),
                                    generator=torch.Generator().manual_seed(seed))
     rng = torch.Generator().manual_seed(seed)

@@ -13,7 +13,8 @@
                TENSORFLOW_ENV: TensorFlow's pooled CPU allocator) and the fused AdamW step;
                what each is worth: keras-malloc (TensorFlow's default allocator), keras-unfused
                (the portable keras.ops AdamW step, as on JAX); keras-xla: the train step
-               XLA-compiled; hf: the anchor
+               XLA-compiled; keras-bf16: mixed bfloat16 (`train.precision`); hf: the anchor;
+               hf-bf16: its forward passes under torch.autocast("cpu", torch.bfloat16)
 
 Prints a table of ratios (ours / HF) and, as its last line, one JSON object with the figures.
 
@@ -34,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from accuracy import BUCKETS  # bench/ is this script's first sys.path entry
+from accuracy_report import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLS = ["keras", "keras-malloc", "keras-unfused", "keras-xla", "hf"]
+IMPLS = ["keras", "keras-malloc", "keras-unfused", "keras-xla", "keras-bf16", "hf", "hf-bf16"]
 SEQ, BATCH, LABELS = 128, 32, 2
 CONFIGS = {"tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=512),
@@ -90,7 +92,8 @@ def batches(lengths: np.ndarray, steps: int, boundaries: list[int] | None, seed:
     return out
 
 
-def run_keras(config: dict, data, warmup: int, jit: bool, fused: bool = True) -> float:
+def run_keras(config: dict, data, warmup: int, jit: bool, fused: bool = True,
+              precision: str = "float32") -> float:
     from bert_core.backend import import_tensorflow
 
     import_tensorflow()  # as the train task does: without JAX, which the dev extra installs
@@ -101,6 +104,7 @@ def run_keras(config: dict, data, warmup: int, jit: bool, fused: bool = True) ->
     from bert_core.optimizer import create_optimizer
 
     keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy(precision)
     model = BertClassifier.from_bert_config(BertConfig(**config), num_labels=LABELS)
     optimizer = create_optimizer(2e-5, 10_000, 1_000)
     optimizer.fused = fused
@@ -116,7 +120,7 @@ def run_keras(config: dict, data, warmup: int, jit: bool, fused: bool = True) ->
     return time.perf_counter() - start
 
 
-def run_hf(config: dict, data, warmup: int) -> float:
+def run_hf(config: dict, data, warmup: int, bf16: bool = False) -> float:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -130,8 +134,9 @@ def run_hf(config: dict, data, warmup: int) -> float:
 
     def step(ids, mask, segments, labels):
         optimizer.zero_grad(set_to_none=True)
-        loss = model(input_ids=ids, attention_mask=mask, token_type_ids=segments,
-                     labels=labels).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, attention_mask=mask, token_type_ids=segments,
+                         labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -150,11 +155,12 @@ def worker(args) -> None:
     boundaries = [int(b) for b in args.buckets.split(",")] if args.bucketed else None
     steps = args.warmup + args.steps
     data = batches(mrpc_lengths(args.shared, steps * BATCH * 2), steps, boundaries)
-    if args.impl == "hf":
-        seconds = run_hf(config, data, args.warmup)
+    if args.impl.startswith("hf"):
+        seconds = run_hf(config, data, args.warmup, bf16=args.impl == "hf-bf16")
     else:
         seconds = run_keras(config, data, args.warmup, jit=args.impl == "keras-xla",
-                            fused=args.impl != "keras-unfused")
+                            fused=args.impl != "keras-unfused",
+                            precision="mixed_bfloat16" if args.impl == "keras-bf16" else "float32")
     tokens = sum(int(b[1].shape[1]) for b in data[args.warmup:]) / args.steps
     print(json.dumps({"examples_per_second": args.steps * BATCH / seconds,
                       "mean_padded_length": tokens,
@@ -207,11 +213,16 @@ def main() -> None:
         for impl in [i for i in opts.impls if i.startswith("keras")]:
             results[f"{config}/{impl}/bucketed"] = measure(impl, config, opts.buckets, opts)
             print(f"{config} {impl} bucketed: {results[f'{config}/{impl}/bucketed']}", flush=True)
-    figures = {"steps": opts.steps, "batch": BATCH, "results": results}
-    print(table(results, opts.configs))
+    here = machine()
+    figures = {"steps": opts.steps, "batch": BATCH, "results": results, **here}
+    text = table(results, opts.configs) + (
+        f"\n\nCPU: {here['cpu']['model']}, {here['cpu']['cores']} cores, "
+        f"{' '.join(here['cpu']['flags'])}; " + ", ".join(f"{k} {v}" for k, v in
+                                                           here["versions"].items()))
+    print(text)
     if not opts.quick:
         out = ROOT / "bench" / "results"
-        (out / "train.md").write_text(table(results, opts.configs) + "\n")
+        (out / "train.md").write_text(text + "\n")
         (out / "train.json").write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures))
 
