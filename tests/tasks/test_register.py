@@ -283,3 +283,19 @@ def test_register_task_retries_transient_errors_only(loopback, trained, tmp_path
     state = register_flow(trained, report, RegistryConfig(tracking_uri=loopback.url + "/nowhere"),
                           str(tmp_path), retry_delay=0, return_state=True)
     assert state.is_failed() and loopback.requests.count("/nowhere" + GET_BY_NAME) == 1
+
+
+def test_dev_evaluations_during_training_are_metrics_at_their_step():
+    """eval_loss and eval_accuracy at each evaluation's training step, beside the step loss."""
+    from tasks.register import run_metrics
+
+    history = {"steps": [1, 2, 3, 4], "loss": [0.7, 0.6, 0.5, 0.4], "learning_rate": [0.0] * 4,
+               "epochs": [], "evaluations": [{"step": 2, "loss": 0.65, "accuracy": 0.5},
+                                             {"step": 4, "loss": 0.55, "accuracy": 0.75}],
+               "examples_per_second": 10.0}
+    report = EvalReport.model_construct(metrics={"accuracy": 0.75})
+    metrics = run_metrics(report, history, timestamp=0)
+    curve = {(m.key, m.step): m.value for m in metrics if m.key.startswith("eval_")}
+    assert curve == {("eval_loss", 2): 0.65, ("eval_accuracy", 2): 0.5,
+                     ("eval_loss", 4): 0.55, ("eval_accuracy", 4): 0.75}
+    assert [m.step for m in metrics if m.key == "train_loss"] == [1, 2, 3, 4]
