@@ -69,14 +69,14 @@ def minilm(raw):
 
 def padded_way(model, shards, split: str, batch: int):
     """The former predict_split: model.predict shard by shard, every batch 128 wide."""
-    from bert_core.model import softmax
-    from bert_core.predict import predict_padded
-    from tasks.shards import read_parquet_features
-
     import numpy as np
 
+    from bert_core.inputs import read_shard
+    from bert_core.model import softmax
+    from bert_core.predict import predict_padded
+
     entry = json.loads(shards.manifest.read_text())["splits"][split]
-    parts = [read_parquet_features(Path(shards.shard_dir) / s["parquet"])[0]
+    parts = [read_shard(Path(shards.shard_dir) / s["parquet"])[0]
              for s in entry["shards"]]
     return np.concatenate([softmax(predict_padded(model, f, batch)) for f in parts])
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bert_core.features import FEATURE_NAMES, Features
@@ -50,21 +51,28 @@ def read_split(shard_dir: str | Path, split: str) -> Split:
     shard_dir = Path(shard_dir)
     manifest = json.loads((shard_dir / "manifest.json").read_text())
     entry, width = manifest["splits"][split], manifest["max_seq_length"]
-    tables = [t for s in entry["shards"] if (t := pq.read_table(shard_dir / s["parquet"])).num_rows]
-    columns = [np.concatenate([_matrix(t, name, width) for t in tables]) if tables
+    shards = [read_shard(shard_dir / s["parquet"]) for s in entry["shards"]]
+    shards = [(features, table) for features, table in shards if table.num_rows]
+    columns = [np.concatenate([getattr(f, name) for f, _ in shards]) if shards
                else np.zeros((0, width), np.int32) for name in FEATURE_NAMES]
     labels = None
     if entry["labeled"]:
-        labels = np.concatenate([t["label"].to_numpy() for t in tables] or [np.zeros(0)])
+        labels = np.concatenate([t["label"].to_numpy() for _, t in shards] or [np.zeros(0)])
         labels = labels.astype(np.int32)
-    guids = [g for t in tables for g in t["guid"].to_pylist()]
+    guids = [g for _, t in shards for g in t["guid"].to_pylist()]
     return Split(Features(*columns), labels, guids)
 
 
-def _matrix(table, name: str, width: int) -> np.ndarray:
-    """A list<int32> column of `width`-long lists as an (n, width) int32 array."""
-    column = table[name].combine_chunks()
-    return column.values.to_numpy().astype(np.int32, copy=False).reshape(len(column), width)
+def read_shard(path: str | Path) -> tuple[Features, pa.Table]:
+    """A Parquet shard back as `Features` (and the table, for labels and guids)."""
+    table = pq.read_table(path)
+    rows = table.num_rows
+
+    def column(name):
+        flat = table.column(name).combine_chunks().flatten().to_numpy()
+        return flat.reshape(rows, -1) if rows else flat.reshape(0, 0)
+
+    return Features(*(column(name) for name in FEATURE_NAMES)), table
 
 
 def shuffled_rows(n: int, count: int, buffer: int, seed: int) -> np.ndarray:

@@ -106,17 +106,5 @@ def _arrow_table(job: ShardJob, features: Features) -> pa.Table:
     })
 
 
-def read_parquet_features(path: str | Path) -> tuple[Features, pa.Table]:
-    """A Parquet shard back as `Features` (and the table, for labels and guids)."""
-    table = pq.read_table(path)
-    rows = table.num_rows
-
-    def column(name):
-        flat = table.column(name).combine_chunks().flatten().to_numpy()
-        return flat.reshape(rows, -1) if rows else flat.reshape(0, 0)
-
-    return Features(column("input_ids"), column("input_mask"), column("segment_ids")), table
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
+from bert_core.inputs import read_shard
 from data_contracts.errors import ContractViolation
 from flows.data import prepare_mrpc
 from tasks.archive import ArchiveError
 from tasks.config import DataConfig, RowBounds
 from tasks.download import download
 from tasks.fetch import FetchError
-from tasks.shards import read_parquet_features
 from tests.artifacts import flow_artifact
 from tests.conftest import GOLDEN_IDS
 from tests.fixtures import write_msr_files, write_release_zip
@@ -68,7 +68,7 @@ def test_whole_data_stage_from_a_mirror_then_from_cache(shared, loopback, tmp_pa
             for kind in ("parquet", "tfrecord"):
                 data = (Path(shards.shard_dir) / s[kind]).read_bytes()
                 assert hashlib.sha256(data).hexdigest() == s[f"{kind}_sha256"]
-    features, table = read_parquet_features(Path(shards.shard_dir) / "dev-00000-of-00001.parquet")
+    features, table = read_shard(Path(shards.shard_dir) / "dev-00000-of-00001.parquet")
     assert table.column("guid")[0].as_py() == "dev-1"
     assert features.input_ids[0, :len(GOLDEN_IDS)].tolist() == GOLDEN_IDS
     served = len(loopback.requests)

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from bert_core.inputs import read_shard
 from bert_core.records import read_records
 from tasks.config import DataConfig, ModelConfig, RowBounds
 from tasks.download import download_data
 from tasks.fingerprint import SEAL
-from tasks.shards import read_parquet_features
 from tasks.tokenize import run_jobs, split_jobs, tokenize_splits
 from tests.fixtures import write_msr_files, write_release_zip
 
@@ -72,7 +72,7 @@ def test_tfrecord_and_parquet_hold_the_same_examples(raw, tmp_path):
     tf = pytest.importorskip("tensorflow")
     raw_data, cfg = raw
     shard = Path(tokenize_splits(raw_data, cfg, MODEL, tmp_path).shard_dir) / "test-00000-of-00001"
-    features, table = read_parquet_features(f"{shard}.parquet")
+    features, table = read_shard(f"{shard}.parquet")
     spec = {k: tf.io.FixedLenFeature([32], tf.int64) for k in
             ("input_ids", "input_mask", "segment_ids")}
     spec |= {k: tf.io.FixedLenFeature([], tf.int64) for k in ("label_ids", "is_real_example")}
