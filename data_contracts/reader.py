@@ -69,8 +69,9 @@ def split_fields(lines: list[str], file: str) -> list[list[str]]:
     return rows
 
 
-def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
-    """The file's rows as a DataFrame of strings, columns named exactly as in its header.
+def read_tsv(path: str | os.PathLike, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The file's rows as a DataFrame of strings, columns named exactly as in its header (or, for
+    a file without one such as CoLA's, named `columns`: every line is a row).
 
     Raises ContractViolation for bytes that are not UTF-8, an empty file, or a line whose field
     count differs from the header's (a stray tab, a blank line in the middle). A header with no
@@ -81,5 +82,14 @@ def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
         text = decode_utf8(f.read(), file)
     if not text.strip():
         raise ContractViolation.read_error(file, "empty file", "no header line and no rows")
-    header, *rows = split_fields(split_lines(text), file)
-    return pd.DataFrame(rows, columns=header, dtype=str)
+    lines = split_lines(text)
+    if columns is None:
+        header, *rows = split_fields(lines, file)
+        return pd.DataFrame(rows, columns=header, dtype=str)
+    rows = [line.split("\t") for line in lines]
+    for number, row in enumerate(rows, start=1):
+        if len(row) != len(columns):
+            raise ContractViolation.read_error(
+                file, "field count", f"expected {len(columns)} tab-separated fields "
+                f"({', '.join(columns)}), found {len(row)}", line=number)
+    return pd.DataFrame(rows, columns=list(columns), dtype=str)

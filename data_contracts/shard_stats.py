@@ -11,6 +11,7 @@ list cell as one opaque value. `shard_row_stats` turns each row into scalars:
     n_sep           how many ids equal sep_id                           2
     mask_is_prefix  input_mask is 1...1 0...0 with at least one 1       True
     segments_valid  segment ids are 0/1, and 0 wherever the mask is 0   True
+    max_segment     the largest segment id (0 for an empty row)         1 for pairs, 0 else
     min_id, max_id  the smallest and largest id (0 for an empty row)    within [0, vocab_size)
     label           copied when the frame has one
 
@@ -19,7 +20,8 @@ list cell as one opaque value. `shard_row_stats` turns each row into scalars:
     ...                       "segment_ids": [[0, 0, 0, 1, 1, 0]]})
     >>> shard_row_stats(frame, sep_id=102).iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
     {'n_ids': 6, 'n_mask': 6, 'n_segments': 6, 'first_id': 101, 'n_sep': 2,
-     'mask_is_prefix': True, 'segments_valid': True, 'min_id': 0, 'max_id': 102}
+     'mask_is_prefix': True, 'segments_valid': True, 'max_segment': 1, 'min_id': 0,
+     'max_id': 102}
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def shard_row_stats(frame: pd.DataFrame, *, sep_id: int) -> pd.DataFrame:
         "n_sep": ((ids == sep_id) & inside).sum(axis=1),
         "mask_is_prefix": mask_is_prefix(mask),
         "segments_valid": segments_valid(segments, mask),
+        "max_segment": segments.max(axis=1, initial=0),
         "min_id": np.where(has_ids, np.where(inside, ids, BIG.max).min(axis=1), 0),
         "max_id": np.where(has_ids, np.where(inside, ids, BIG.min).max(axis=1), 0),
     }

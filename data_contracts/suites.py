@@ -90,9 +90,11 @@ _SHARD_RULES = [
     _in_set("n_mask", Param("max_seq_length"), "input_mask has as many entries as input_ids"),
     _in_set("n_segments", Param("max_seq_length"), "segment_ids has as many entries as input_ids"),
     _in_set("first_id", Param("cls_id"), "every row starts with [CLS] (id {cls_id})"),
-    _in_set("n_sep", 2, "every row holds exactly two [SEP] (id {sep_id}), one per sentence"),
+    _in_set("n_sep", Param("seps"), "every row holds exactly {seps} [SEP] (id {sep_id}), one "
+                                    "per sentence"),
     _in_set("mask_is_prefix", True, "input_mask is ones then zeros, starting with a one"),
     _in_set("segments_valid", True, "segment_ids are 0 or 1, and 0 wherever input_mask is 0"),
+    _in_set("max_segment", 0, "segment_ids are all 0 (one sentence per example)", "single"),
     Rule("no id is negative", "ExpectColumnValuesToBeBetween",
          {"column": "min_id", "min_value": 0}),
     Rule("every id is below vocab_size {vocab_size}", "ExpectColumnValuesToBeBetween",
@@ -100,9 +102,30 @@ _SHARD_RULES = [
     Rule("every row has a label", "ExpectColumnValuesToNotBeNull", {"column": "label"},
          when="labeled"),
     Rule("label is one of {label_set}", "ExpectColumnValuesToBeInSet",
-         {"column": "label", "value_set": Param("label_set")}, when="labeled"),
+         {"column": "label", "value_set": Param("label_set")}, when="classified"),
     Rule("exactly {expected_rows} rows", "ExpectTableRowCountToEqual",
          {"value": Param("expected_rows")}),
+]
+
+# Stated on a task's examples frame (data_contracts/specs), plus the derived columns REPEAT
+# (the texts, where an earlier row holds the same; else null) and IN_TRAIN (the texts, where
+# train holds the same; else null).
+REPEAT, IN_TRAIN = "repeats an earlier example", "also in train"
+_EXAMPLE_RULES = [
+    _regex_rule("text_a", NOT_BLANK, "not blank"),
+    Rule("text_b is not blank", "ExpectColumnValuesToMatchRegex",
+         {"column": "text_b", "regex": NOT_BLANK}, when="pair"),
+    Rule("every example has a label", "ExpectColumnValuesToNotBeNull", {"column": "label"},
+         when="labeled"),
+    Rule("label is one of {label_set}", "ExpectColumnValuesToBeInSet",
+         {"column": "label", "value_set": Param("label_set")}, when="classified"),
+    Rule("label is a number from {low} to {high}", "ExpectColumnValuesToBeBetween",
+         {"column": "label", "min_value": Param("low"), "max_value": Param("high")},
+         when="scored"),
+    Rule("at most {duplicate_share:.1%} of examples repeat an earlier one",
+         "ExpectColumnValuesToBeNull", {"column": REPEAT, "mostly": Param("unique_share")}),
+    Rule("between {min_rows} and {max_rows} rows", "ExpectTableRowCountToBeBetween",
+         {"min_value": Param("min_rows"), "max_value": Param("max_rows")}),
 ]
 
 SUITES: dict[str, list[Rule]] = {
@@ -117,7 +140,12 @@ SUITES: dict[str, list[Rule]] = {
     "mrpc_cross_split": [
         _in_set(PAIR_IN_TRAIN, False, "no (#1 ID, #2 ID) pair is also in train"),
     ],
-    "mrpc_shards": _SHARD_RULES,
+    "shards": _SHARD_RULES,
+    "examples": _EXAMPLE_RULES,
+    "examples_cross_split": [
+        Rule("at most {overlap_share:.1%} of examples are also in train",
+             "ExpectColumnValuesToBeNull", {"column": IN_TRAIN, "mostly": Param("distinct_share")}),
+    ],
 }
 
 

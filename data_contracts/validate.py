@@ -33,6 +33,7 @@ from data_contracts.suites import ID_COLUMNS, PAIR_IN_TRAIN, get_suite
 EXAMPLES = 5  # failing values kept per expectation
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES}
 SPLITS = ("train", "dev", "test")
+Lines = int | Sequence[int] | None  # a file's header lines, or the line each row starts on
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,16 @@ def _short(value: Any) -> str:
     return _clip(repr(value))
 
 
-def _where(index: Any, line_offset: int | None) -> str:
-    """The prefix "row 3 (line 4): " for GX index 2 of a file with one header line."""
+def _where(index: Any, lines: Lines) -> str:
+    """The prefix "row 3 (line 4): " for GX index 2 of a file with one header line (`lines` 1),
+    or whose rows start on the lines listed (a CSV's quoted fields may span lines)."""
     if not isinstance(index, (int, np.integer)):
         return ""
     row = int(index) + 1
-    return f"row {row}" + (f" (line {row + line_offset})" if line_offset is not None else "") + ": "
+    if lines is None:
+        return f"row {row}: "
+    line = row + lines if isinstance(lines, int) else lines[row - 1]
+    return f"row {row} (line {line}): "
 
 
 def _exception_message(gx_result: Any) -> str | None:
@@ -126,7 +131,7 @@ def _exception_message(gx_result: Any) -> str | None:
     return None
 
 
-def _examples(result: dict, line_offset: int | None) -> list[str]:
+def _examples(result: dict, line_offset: Lines) -> list[str]:
     """A few readable failures from a GX result dict, whatever kind of expectation it is."""
     if "partial_unexpected_list" in result:
         values = result["partial_unexpected_list"][:EXAMPLES]
@@ -142,7 +147,7 @@ def _examples(result: dict, line_offset: int | None) -> list[str]:
     return []
 
 
-def to_result(gx_result: Any, line_offset: int | None = None) -> ExpectationResult:
+def to_result(gx_result: Any, line_offset: Lines = None) -> ExpectationResult:
     """Our plain record of one GX ExpectationValidationResult."""
     config = gx_result.expectation_config
     column = config.kwargs.get("column")
@@ -159,7 +164,7 @@ def to_result(gx_result: Any, line_offset: int | None = None) -> ExpectationResu
 
 
 def run_suite(context: Any, frame: pd.DataFrame, suite: Any, *, asset: str,
-              line_offset: int | None = None) -> list[ExpectationResult]:
+              line_offset: Lines = None) -> list[ExpectationResult]:
     """Validate `frame` against `suite` in `context`; results in the suite's order."""
     batch = (context.data_sources.add_pandas(asset)
              .add_dataframe_asset(asset)
@@ -212,9 +217,11 @@ def validate_mrpc_split(path: str | os.PathLike, split: str, *, min_rows: int = 
 
 
 def validate_shard_frame(frame: pd.DataFrame, *, file: str, max_seq_length: int, vocab_size: int,
-                         cls_id: int, sep_id: int, label_set: Sequence[int] = (0, 1),
-                         expected_rows: int, labeled: bool = True) -> ValidationReport:
-    """Validate a tokenized shard (as read from its Parquet file) against suite `mrpc_shards`.
+                         cls_id: int, sep_id: int, label_set: Sequence[int] | None = (0, 1),
+                         expected_rows: int, labeled: bool = True,
+                         pair: bool = True) -> ValidationReport:
+    """Validate a tokenized shard (as read from its Parquet file) against suite `shards`;
+    `label_set` None: labels are scores (regression); `pair`: two sentences per example.
 
     Rules are checked on per-row facts from `shard_row_stats`; an example such as
     "row 7: 127" under `n_ids` means data row 7 holds 127 input ids.
@@ -223,9 +230,11 @@ def validate_shard_frame(frame: pd.DataFrame, *, file: str, max_seq_length: int,
     if missing:
         raise ContractViolation.read_error(file, "columns", f"no column {', '.join(missing)} "
                                            f"(found {', '.join(map(str, frame.columns))})")
-    suite = get_suite("mrpc_shards", max_seq_length=max_seq_length, vocab_size=vocab_size,
-                      cls_id=cls_id, sep_id=sep_id, label_set=label_set,
-                      expected_rows=expected_rows, labeled=labeled)
+    suite = get_suite("shards", max_seq_length=max_seq_length, vocab_size=vocab_size,
+                      cls_id=cls_id, sep_id=sep_id, label_set=label_set or (),
+                      expected_rows=expected_rows, labeled=labeled,
+                      classified=labeled and label_set is not None, seps=2 if pair else 1,
+                      single=not pair)
     stats = shard_row_stats(frame, sep_id=sep_id)
     results = run_suite(ephemeral_context(), stats, suite, asset="shard")
     return ValidationReport(str(file), suite.name, len(frame), results)

@@ -4,9 +4,9 @@ URLs or stores, and what to do about it.
     >>> from tasks.fetch import FetchError
     >>> print(explain(FetchError("http://mirror/msr_paraphrase_train.txt: HTTP 404 Not Found")))
     http://mirror/msr_paraphrase_train.txt: HTTP 404 Not Found
-      nothing is at that address: check --mrpc-source, --mirror or --checkpoint
+      nothing is at that address: check --source, --mirror or --checkpoint
 
-Pipeline errors name the copies the pipeline works on (home/data/mrpc/<key>/train.tsv,
+Pipeline errors name the copies the pipeline works on (home/data/<task>/<key>/train.tsv,
 home/cache/blobs/<sha256>, home/checkpoints/<sha256>/); `name_sources` puts back the file or URL
 the user gave. `explain` returns None for an error nobody anticipated (a bug): its traceback
 matters, and the caller shows it.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from data_contracts.specs import TaskConfig
 from tasks.config import DataConfig
 
 VERBOSE_HINT = "--verbose shows the traceback; the flow run's logs in Prefect hold it too"
@@ -27,13 +28,13 @@ class NoModelError(LookupError):
 
 
 def explain(err: BaseException, data: DataConfig | None = None,
-            home: str | Path | None = None) -> str | None:
+            home: str | Path | None = None, task: TaskConfig = TaskConfig()) -> str | None:
     """`err` as one message naming the user's source and what to do; None if unexpected."""
     for kind, advice in _advisers():
         if isinstance(err, kind):
             message = advice(err)
             if message is not None:
-                return name_sources(message, data, home) if data and home else message
+                return name_sources(message, data, home, task) if data and home else message
     return None
 
 
@@ -72,7 +73,7 @@ def _contract(err) -> str:
         advice = ("if the row count is right for this data, widen data.row_bounds in a "
                   "--config file")
     else:
-        advice = "fix the file (or give another --mrpc-source) and run again"
+        advice = "fix the file (or give another --source) and run again"
     return f"{err}\n  {advice}"
 
 
@@ -83,7 +84,7 @@ def _transient_fetch(err) -> str:
 def _fetch(err) -> str:
     text = str(err)
     if "HTTP 404" in text:
-        return (f"{text}\n  nothing is at that address: check --mrpc-source, --mirror or "
+        return (f"{text}\n  nothing is at that address: check --source, --mirror or "
                 "--checkpoint")
     if "mismatch" in text:
         return (f"{text}\n  the file is not the one pinned: fix the copy at that address, or "
@@ -115,18 +116,19 @@ def _clip(text: str, width: int = 160) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def name_sources(message: str, data: DataConfig, home: str | Path) -> str:
+def name_sources(message: str, data: DataConfig, home: str | Path,
+                 task: TaskConfig = TaskConfig()) -> str:
     """`message` with each of the pipeline's working copies replaced by the source it came from.
 
-    >>> data = DataConfig(mrpc_source="/drops/msr")
+    >>> data = DataConfig(source="/drops/msr")
     >>> print(name_sources("/h/data/mrpc/0123abcd/dev.tsv: bad", data, "/h"))
     dev.tsv (the pairs of /drops/msr/dev_ids.tsv in /drops/msr/msr_paraphrase_train.txt): bad
     """
     root = re.escape(str(home).rstrip("/"))
-    message = re.sub(root + r"/data/mrpc/[0-9a-f]+/(train|dev|test)\.tsv",
-                     lambda m: split_source(data, m.group(1)), message)
+    message = re.sub(root + rf"/data/{task.name}/[0-9a-f]+/([^\s:,]+)",
+                     lambda m: file_source(task, data, m.group(1)), message)
     if re.search(root + r"/(cache/blobs|checkpoints)/", message):
-        names = _blob_sources(data, Path(home))
+        names = _blob_sources(task, data, Path(home))
         message = re.sub(root + r"/cache/blobs/([0-9a-f]{64})",
                          lambda m: names.get(m.group(1), m.group(0)), message)
         message = re.sub(root + r"/checkpoints/([0-9a-f]{64})",
@@ -135,29 +137,32 @@ def name_sources(message: str, data: DataConfig, home: str | Path) -> str:
     return message
 
 
-def split_source(data: DataConfig, split: str) -> str:
-    """Which of the user's files a GLUE split is, or is made from."""
-    from tasks.download import mrpc_sources
+def file_source(task: TaskConfig, data: DataConfig, name: str) -> str:
+    """Which of the user's files (or URLs) a file of the task's data folder is, or is made
+    from."""
+    from tasks.download import task_sources
 
-    kind, sources = mrpc_sources(data)
+    kind, sources = task_sources(task, data)
     where = {source.name: source.location for source in sources}
-    if kind == "glue":
-        return where[f"{split}.tsv"]
+    if kind == "files":
+        return where.get(name, name)
+    if kind == "zip":
+        return f"{name} in {sources[0].location}"
     train, test, dev_ids = (where[name] for name in (
         "msr_paraphrase_train.txt", "msr_paraphrase_test.txt", "dev_ids.tsv"))
-    return {"train": f"train.tsv ({train} less the pairs of {dev_ids})",
-            "dev": f"dev.tsv (the pairs of {dev_ids} in {train})",
-            "test": f"test.tsv (made from {test})"}[split]
+    return {"train.tsv": f"train.tsv ({train} less the pairs of {dev_ids})",
+            "dev.tsv": f"dev.tsv (the pairs of {dev_ids} in {train})",
+            "test.tsv": f"test.tsv (made from {test})"}.get(name, name)
 
 
-def _blob_sources(data: DataConfig, home: Path) -> dict[str, str]:
+def _blob_sources(task: TaskConfig, data: DataConfig, home: Path) -> dict[str, str]:
     """{sha256 of a cached copy: the location it was fetched from} for the configured sources."""
-    from tasks.download import checkpoint_source, mrpc_sources
+    from tasks.download import checkpoint_source, task_sources
     from tasks.fetch import cached_path
     from tasks.fingerprint import sha256_file
 
     names = {}
-    for source in [*mrpc_sources(data)[1], checkpoint_source(data)]:
+    for source in [*task_sources(task, data)[1], checkpoint_source(data)]:
         if source.is_remote:
             blob = cached_path(source, home / "cache")
             sha = blob.name if blob else source.sha256

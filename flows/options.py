@@ -82,7 +82,20 @@ def _flag(kind: type, help: str):
     return Annotated[Optional[kind], typer.Option(help=help)]
 
 
-MrpcSource = _flag(str, "GLUE TSVs or MSR files: folder, file:// or http(s) base.")
+TaskName = Annotated[Optional[str], typer.Option(
+    "--task", help="mrpc (default), cola, sst2, rte, stsb, mnli, xnli, or custom (your own files: "
+                   "--train, --dev, --text-a, --label...).")]
+DataSource = Annotated[Optional[str], typer.Option(
+    "--source", "--mrpc-source", help="The task's files as released (MRPC: GLUE TSVs or MSR "
+                                      "files): folder, zip, file:// or http(s) base.")]
+TrainFile = _flag(str, "custom: train file (CSV, TSV, JSONL, Parquet): path or URL.")
+DevFile = _flag(str, "custom: dev file (default: a stratified 10% of train).")
+TestFile = _flag(str, "custom: a file to predict.")
+TextA = _flag(str, "custom: column of the (first) text (default `text`).")
+TextB = _flag(str, "custom: column of the second text, for pairs.")
+LabelColumn = _flag(str, "custom: column of the label (default `label`).")
+Regression = Annotated[Optional[bool], typer.Option(
+    "--regression/--classification", help="custom: the label is a number to predict.")]
 Mirror = _flag(str, "Base URL/folder with the default files (pins apply).")
 Checkpoint = _flag(str, "Google zip/folder or HF folder: path or URL.")
 CheckpointSha = _flag(str, "sha256 pin for --checkpoint.")
@@ -100,10 +113,19 @@ AsJson = Annotated[bool, typer.Option("--json", help="End with one JSON line: ru
                                       "states, metrics, model version.")]
 
 
-def overrides(mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture,
-               epochs, batch_size, max_seq_length, tracking_uri, **train) -> dict[str, dict]:
+def task_overrides(task=None, train=None, dev=None, test=None, text_a=None, text_b=None,
+                   label=None, regression=None) -> dict[str, dict]:
+    """The task flags, as the PipelineConfig's task section."""
+    return {"task": {"name": task, "train": train, "dev": dev, "test": test, "text_a": text_a,
+                     "text_b": text_b, "label": label, "regression": regression}}
+
+
+def overrides(source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture,
+              epochs, batch_size, max_seq_length, tracking_uri, task: dict | None = None,
+              **train) -> dict[str, dict]:
     """The flags shared by `run` and `sweep`, as PipelineConfig sections."""
-    return {"data": {"mrpc_source": mrpc_source, "mirror": mirror, "checkpoint": checkpoint,
+    return {**task_overrides(**(task or {})),
+            "data": {"source": source, "mirror": mirror, "checkpoint": checkpoint,
                      "checkpoint_sha256": checkpoint_sha256},
             "model": {"max_seq_length": max_seq_length},
             "train": {"epochs": epochs, "batch_size": batch_size, "architecture": architecture,

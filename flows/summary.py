@@ -70,7 +70,7 @@ def _flow(state: State, cfg: PipelineConfig) -> dict:
 
 def error_message(err: BaseException, cfg: PipelineConfig) -> str:
     """The failure named in the user's terms; an unexpected one with its type."""
-    return explain(err, cfg.data, cfg.home) or unexpected(err)
+    return explain(err, cfg.data, cfg.home, cfg.task) or unexpected(err)
 
 
 def summarize(state: State, cfg: PipelineConfig) -> dict:

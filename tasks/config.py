@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bert_core.train_config import TrainConfig
+from data_contracts.specs import TaskConfig, TaskSpec, task_spec
 
 Stage = Literal["download", "validate", "tokenize", "train", "evaluate", "register"]
 STAGES: tuple[str, ...] = get_args(Stage)  # in the order the fine-tune flow runs them
@@ -19,11 +20,16 @@ class _Slice(BaseModel):
 
 
 class RowBounds(_Slice):
-    """Accepted row counts per GLUE split (a data drop far off these is a broken drop)."""
+    """Accepted row counts per split, overriding the task's own (a data drop far off these is a
+    broken drop); `dev` and `test` also bound a task's other evaluation and test splits."""
 
-    train: tuple[int, int] = (3000, 5000)
-    dev: tuple[int, int] = (300, 600)
-    test: tuple[int, int] = (1000, 2500)
+    train: tuple[int, int] | None = None
+    dev: tuple[int, int] | None = None
+    test: tuple[int, int] | None = None
+
+    def of(self, spec: TaskSpec, split: str) -> tuple[int, int]:
+        role = {"train": "train", "eval": "dev", "test": "test"}[spec.split(split).role]
+        return getattr(self, split, None) or getattr(self, role) or spec.bounds(split)
 
 
 class DataConfig(_Slice):
@@ -31,14 +37,15 @@ class DataConfig(_Slice):
 
     # Fields that say where files come from (their content is hashed where it is used) and how
     # they are fetched or processed: none changes what a stage after the download writes.
-    SOURCES: ClassVar[tuple[str, ...]] = ("mrpc_source", "mirror", "checkpoint",
+    SOURCES: ClassVar[tuple[str, ...]] = ("source", "mirror", "checkpoint",
                                           "checkpoint_sha256")
     TRANSPORT: ClassVar[tuple[str, ...]] = ("workers", "timeout_s")
 
-    mrpc_source: str | None = Field(
-        None, description="Folder or file:// URL holding GLUE's train/dev/test.tsv or the MSR "
-                          "source files, or an http(s) base URL holding the MSR files. "
-                          "Default: the public MSR files, pinned.")
+    source: str | None = Field(
+        None, description="Folder, file:// or http(s) base URL holding the task's files in the "
+                          "layout of its release (MRPC: GLUE's train/dev/test.tsv or the MSR "
+                          "source files), or its release zip. Default: the public release, "
+                          "pinned.")
     mirror: str | None = Field(
         None, description="Base URL or folder holding the default files under their own names "
                           "(air-gapped sites); pins still apply.")
@@ -50,13 +57,22 @@ class DataConfig(_Slice):
     workers: int = Field(2, gt=0, description="Processes that tokenize shards in parallel.")
     timeout_s: float = Field(60.0, gt=0, description="Network timeout per request.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values):
+        """`mrpc_source` (configs written before tasks other than MRPC) is `source` now."""
+        if isinstance(values, dict) and "mrpc_source" in values:
+            values = dict(values)
+            old = values.pop("mrpc_source")
+            values.setdefault("source", old)
+        return values
+
 
 class ModelConfig(_Slice):
     """The input side of the model: how text becomes features."""
 
     max_seq_length: int = Field(128, ge=8, le=512)
     do_lower_case: bool = True
-    labels: tuple[str, ...] = ("0", "1")
 
 
 class EvalConfig(_Slice):
@@ -68,20 +84,36 @@ class EvalConfig(_Slice):
 
 class RegistryConfig(_Slice):
     tracking_uri: str | None = Field(None, description="Default: SQLite store under home.")
-    experiment: str = "bertflow-mrpc"
-    model_name: str = "bertflow-mrpc"
-    promote_metric: Literal["f1", "accuracy", "roc_auc"] = "f1"
+    experiment: str | None = Field(None, description="Default: bertflow-<task>.")
+    model_name: str | None = Field(None, description="Default: bertflow-<task>.")
+    promote_metric: str | None = Field(None, description="The dev metric a new version must "
+                                       "beat the champion on. Default: the task's GLUE metric.")
+
+    def for_task(self, spec: TaskSpec) -> RegistryConfig:
+        """This slice with the task's defaults filled in."""
+        return self.model_copy(update={"experiment": self.experiment or f"bertflow-{spec.name}",
+                                       "model_name": self.model_name or f"bertflow-{spec.name}",
+                                       "promote_metric": self.promote_metric or spec.metric})
 
 
 class PipelineConfig(_Slice):
     """Everything one fine-tune run needs; the flow's (and the deployment's) parameter schema."""
 
     home: str = Field(".bertflow", description="All state: caches, shards, models, MLflow store.")
+    task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
+
+    @property
+    def spec(self) -> TaskSpec:
+        return task_spec(self.task)
+
+    @property
+    def registry_for_task(self) -> RegistryConfig:
+        return self.registry.for_task(self.spec)
 
 
 class SweepConfig(_Slice):

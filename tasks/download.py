@@ -1,7 +1,8 @@
-"""Download stage: MRPC as GLUE's three TSVs, and a pretrained checkpoint, all verified and cached.
+"""Download stage: the task's files and a pretrained checkpoint, all verified and cached.
 
     sources (public, pinned | mirror, pinned | user's own)  ->  home/cache/blobs/<sha256>
     MSR files -> home/data/mrpc/<key>/{train,dev,test}.tsv   (GLUE's split rule)
+    a task's release zip or files -> home/data/<task>/<key>/  (the files its spec reads)
     release zip -> home/checkpoints/<sha256>/                 (safe extraction)
 """
 
@@ -21,10 +22,11 @@ from bert_core.checkpoint import find_google_release
 from tasks.archive import extract_zip
 from tasks.atomic import publish_dir
 from tasks.caching import cached
+from data_contracts.specs import TaskConfig, TaskSpec, task_spec
 from tasks.config import BERT_TINY_URL, DataConfig
-from tasks.fetch import Source, TransientFetchError, fetch, remove_stale_parts
+from tasks.fetch import FetchError, Source, TransientFetchError, fetch, remove_stale_parts
 from tasks.mrpc import MSR_FILES, SPLITS, build_glue_mrpc
-from tasks.records import MrpcData, RawData
+from tasks.records import RawData, TaskData
 from tasks.fingerprint import sha256_file, stamp, stamp_folder, unsealed
 from tasks.retry import retry_on
 
@@ -58,14 +60,91 @@ def _local_dir(location: str) -> Path | None:
 
 def mrpc_sources(cfg: DataConfig) -> tuple[str, list[Source]]:
     """("glue", three TSVs) or ("msr", the three MSR source files), resolved from the config."""
-    if cfg.mrpc_source is None:
+    if cfg.source is None:
         base = cfg.mirror
         return "msr", [Source(name, _join(base, name) if base else url, sha, size)
                        for name, (url, sha, size) in MRPC_PUBLIC.items()]
-    folder = _local_dir(cfg.mrpc_source)
+    folder = _local_dir(cfg.source)
     if folder and all((folder / f"{s}.tsv").is_file() for s in SPLITS):
         return "glue", [Source(f"{s}.tsv", str(folder / f"{s}.tsv")) for s in SPLITS]
-    return "msr", [Source(name, _join(cfg.mrpc_source, name)) for name in MSR_FILES]
+    return "msr", [Source(name, _join(cfg.source, name)) for name in MSR_FILES]
+
+
+def task_sources(task: TaskConfig, cfg: DataConfig) -> tuple[str, list[Source]]:
+    """How the task's files arrive: ("msr", MRPC's source files), ("files", the task's files under
+    their names in its data folder) or ("zip", one release zip holding them)."""
+    spec = task_spec(task)
+    if spec.name == "mrpc":
+        kind, sources = mrpc_sources(cfg)
+        return ("files" if kind == "glue" else kind), sources
+    if spec.name == "custom":
+        given = {"train": task.train, "dev": task.dev, "test": task.test}
+        return "files", [Source(split.file, given[split.name]) for split in spec.splits
+                         if given[split.name]]
+    location = cfg.source
+    if location is None:
+        if spec.source is None:
+            raise ValueError(f"task {spec.name} has no public default download: give data.source "
+                             f"(--source), a folder or zip holding {', '.join(spec.files)}")
+        name = spec.source.url.rsplit("/", 1)[1]
+        return "zip", [Source(name, _join(cfg.mirror, name) if cfg.mirror else spec.source.url)]
+    if location.split("?", 1)[0].lower().endswith(".zip"):
+        return "zip", [Source(location.rstrip("/").rsplit("/", 1)[-1], location)]
+    return "files", [Source(name, _join(location, name)) for name in spec.files]
+
+
+def fetch_task(task: TaskConfig, cfg: DataConfig, home: Path,
+               progress=None) -> tuple[Path, dict[str, str]]:
+    """The task's files in a folder named by their content (and the task config), and their
+    sha256s by file name."""
+    spec = task_spec(task)
+    kind, sources = task_sources(task, cfg)
+    blobs = [fetch(s, home / "cache", timeout=cfg.timeout_s, progress=progress) for s in sources]
+    key = hashlib.sha256(" ".join([task.model_dump_json(), *(b.name for b in blobs)]).encode())
+    out = home / "data" / spec.name / key.hexdigest()[:16]
+    if unsealed(out):  # absent, or damaged: rebuilt whole
+        if kind == "msr":
+            build_glue_mrpc(blobs[0], blobs[1], blobs[2], out)
+        elif kind == "zip":
+            _unpack_release(blobs[0], sources[0].location, spec, out,
+                            pinned=cfg.source is None)
+        else:
+            _copy_files({s.name: b for s, b in zip(sources, blobs)}, out)
+    return out, {name: sha256_file(out / name) for name in spec.files}
+
+
+def _unpack_release(blob: Path, location: str, spec: TaskSpec, out: Path, pinned: bool) -> None:
+    """The task's files out of its release zip (at its root or in the release's folder), each
+    checked against its pin when the zip is the public one."""
+    with tempfile.TemporaryDirectory(dir=blob.parent) as tmp:
+        root = extract_zip(blob, Path(tmp) / "zip")
+        folder = spec.source.folder if spec.source else ""
+        found = {}
+        for name in spec.files:
+            candidates = [root / name, root / folder / name]
+            path = next((p for p in candidates if p.is_file()), None)
+            if path is None:
+                raise FetchError(f"{location}: the zip holds no {folder}{name} (task {spec.name} "
+                                 f"needs {', '.join(spec.files)})")
+            pin = spec.source.sha256.get(name) if pinned and spec.source else None
+            if pin and sha256_file(path) != pin:
+                raise FetchError(f"{location}: {name}: sha256 mismatch: expected {pin}, got "
+                                 f"{sha256_file(path)}")
+            found[name] = path
+        _copy_files(found, out)
+
+
+def _copy_files(files: dict[str, Path], out: Path) -> None:
+    """`files` (name in the data folder -> file) copied into `out`, created whole or not at all."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, path in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp / name)
+        publish_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def checkpoint_source(cfg: DataConfig) -> Source:
@@ -74,32 +153,6 @@ def checkpoint_source(cfg: DataConfig) -> Source:
     else:
         location = cfg.checkpoint
     return Source(location.rstrip("/").rsplit("/", 1)[-1], location, cfg.checkpoint_sha256)
-
-
-def fetch_mrpc(cfg: DataConfig, home: Path, progress=None) -> tuple[Path, dict[str, str]]:
-    """GLUE's train/dev/test.tsv in a folder named by their content, and their sha256s."""
-    kind, sources = mrpc_sources(cfg)
-    cache = home / "cache"
-    blobs = [fetch(s, cache, timeout=cfg.timeout_s, progress=progress) for s in sources]
-    key = hashlib.sha256(" ".join(b.name for b in blobs).encode()).hexdigest()[:16]
-    out = home / "data" / "mrpc" / key
-    if unsealed(out):  # absent, or damaged: rebuilt whole
-        if kind == "glue":
-            _copy_glue(blobs, out)
-        else:
-            build_glue_mrpc(blobs[0], blobs[1], blobs[2], out)
-    return out, {f"{s}.tsv": sha256_file(out / f"{s}.tsv") for s in SPLITS}
-
-
-def _copy_glue(blobs: list[Path], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for split, blob in zip(SPLITS, blobs):
-            shutil.copyfile(blob, tmp / f"{split}.tsv")
-        publish_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def fetch_checkpoint(cfg: DataConfig, home: Path, progress=None) -> tuple[Path, str]:
@@ -128,18 +181,18 @@ def _folder_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def download_data(cfg: DataConfig, home: Path, progress=None) -> RawData:
+def download_data(cfg: DataConfig, home: Path, progress=None,
+                  task: TaskConfig = TaskConfig()) -> RawData:
     remove_stale_parts(home / "cache")
-    glue_dir, hashes = fetch_mrpc(cfg, home, progress)
+    data_dir, hashes = fetch_task(task, cfg, home, progress)
     release, checkpoint_sha = fetch_checkpoint(cfg, home, progress)
     vocab = release / "vocab.txt"
     if not vocab.is_file():
         raise FileNotFoundError(f"{cfg.checkpoint}: the checkpoint has no vocab.txt")
-    files = (*(stamp(glue_dir / f"{s}.tsv") for s in SPLITS), *stamp_folder(release))
-    return RawData(glue_dir=str(glue_dir), checkpoint_dir=str(release), vocab_file=str(vocab),
-                   sha256={**hashes, "checkpoint": checkpoint_sha}, files=files)
-
-
+    files = (*(stamp(data_dir / name) for name in hashes), *stamp_folder(release))
+    return RawData(data_dir=str(data_dir), task=task.name, checkpoint_dir=str(release),
+                   vocab_file=str(vocab), sha256={**hashes, "checkpoint": checkpoint_sha},
+                   files=files)
 
 
 class _ProgressLog:
@@ -159,11 +212,11 @@ class _ProgressLog:
         self.logger.info("downloaded %.1f%s MB (%.1f MB/s)", received / 1e6, of, rate)
 
 
-def source_fingerprint(cfg: DataConfig) -> str:
+def source_fingerprint(cfg: DataConfig, task: TaskConfig = TaskConfig()) -> str:
     """What the download depends on: the config, and the content of every local source (a local
     data drop edited in place must not be served from the cache)."""
-    _, sources = mrpc_sources(cfg)
-    parts = [cfg.model_dump_json()]
+    _, sources = task_sources(task, cfg)
+    parts = [cfg.model_dump_json(), task.model_dump_json()]
     for source in [*sources, checkpoint_source(cfg)]:
         path = source.local_path()
         if source.is_remote:
@@ -179,22 +232,23 @@ def source_fingerprint(cfg: DataConfig) -> str:
 FETCH_TASK = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
                   retry_jitter_factor=0.2, retry_condition_fn=retry_on(TransientFetchError),
                   **cached("download", __name__, ignore={"cfg": DataConfig.TRANSPORT},
-                           extra_key=lambda inputs: source_fingerprint(inputs["cfg"])))
+                           extra_key=lambda inputs: source_fingerprint(inputs["cfg"],
+                                                                       inputs["task"])))
 
 
 @task(name="download", **FETCH_TASK)
-def download(cfg: DataConfig, home: str) -> RawData:
-    """Fetch MRPC and the checkpoint into `home` (nothing is fetched twice)."""
+def download(task: TaskConfig, cfg: DataConfig, home: str) -> RawData:
+    """Fetch the task's files and the checkpoint into `home` (nothing is fetched twice)."""
     logger = get_run_logger()
-    raw = download_data(cfg, Path(home), progress=_ProgressLog(logger))
-    logger.info("MRPC in %s; checkpoint in %s", raw.glue_dir, raw.checkpoint_dir)
+    raw = download_data(cfg, Path(home), progress=_ProgressLog(logger), task=task)
+    logger.info("%s data in %s; checkpoint in %s", task.name, raw.data_dir, raw.checkpoint_dir)
     return raw
 
 
 @task(name="download", **FETCH_TASK)
-def download_mrpc(cfg: DataConfig, home: str) -> MrpcData:
-    """Fetch MRPC alone (checking a data drop needs no checkpoint)."""
+def download_task_data(task: TaskConfig, cfg: DataConfig, home: str) -> TaskData:
+    """Fetch the task's files alone (checking a data drop needs no checkpoint)."""
     remove_stale_parts(Path(home) / "cache")
-    glue_dir, hashes = fetch_mrpc(cfg, Path(home), progress=_ProgressLog(get_run_logger()))
-    return MrpcData(glue_dir=str(glue_dir), sha256=hashes,
-                    files=tuple(stamp(glue_dir / f"{s}.tsv") for s in SPLITS))
+    data_dir, hashes = fetch_task(task, cfg, Path(home), progress=_ProgressLog(get_run_logger()))
+    return TaskData(data_dir=str(data_dir), task=task.name, sha256=hashes,
+                    files=tuple(stamp(data_dir / name) for name in hashes))

@@ -17,18 +17,19 @@ class _Record(BaseModel):
     files: tuple[FileStamp, ...] = ()
 
 
-class MrpcData(_Record):
-    """GLUE's MRPC in a content-addressed folder, and the hashes of its files."""
+class TaskData(_Record):
+    """A task's files (as its spec names them) in a content-addressed folder, and their hashes."""
 
-    glue_dir: str  # train.tsv, dev.tsv, test.tsv
-    sha256: dict[str, str]  # train/dev/test TSVs (and, in RawData, the checkpoint)
+    data_dir: str  # e.g. train.tsv, dev.tsv, test.tsv
+    task: str = "mrpc"
+    sha256: dict[str, str]  # file name -> sha256 (and, in RawData, "checkpoint")
 
-    def tsv(self, split: str) -> Path:
-        return Path(self.glue_dir) / f"{split}.tsv"
+    def file(self, name: str) -> Path:
+        return Path(self.data_dir) / name
 
 
-class RawData(MrpcData):
-    """What the download stage hands on: MRPC and the pretrained checkpoint."""
+class RawData(TaskData):
+    """What the download stage hands on: the task's files and the pretrained checkpoint."""
 
     checkpoint_dir: str  # bert_config.json (+ bert_model.ckpt.*) or config.json + model.safetensors
     vocab_file: str
@@ -57,7 +58,12 @@ class TrainedModel(_Record):
     init: str  # "checkpoint" or "scratch"
     max_seq_length: int
     do_lower_case: bool
-    labels: tuple[str, ...]
+    labels: tuple[str, ...]  # the class names, in logit order; () for a regression task
+    task: str = "mrpc"
+
+    @property
+    def regression(self) -> bool:
+        return not self.labels
 
     @property
     def keras_file(self) -> Path:
@@ -77,10 +83,12 @@ class EvalReport(_Record):
     test_results.tsv, MRPC.tsv, confusion_matrix.png, roc_curve.png, loss_curve.png, summary.md."""
 
     report_dir: str
-    metrics: dict[str, float]
-    confusion_matrix: list[list[int]]
+    metrics: dict[str, float]  # of dev, the split that promotes
+    confusion_matrix: list[list[int]]  # of dev; [] for a regression task
     collapsed: bool
     collapse_reason: str | None = None
+    splits: dict[str, dict[str, float]] = {}  # the metrics of other labeled splits (MNLI's
+    # dev_mismatched), by split name
 
 
 class ModelVersion(_Record):

@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from flows.finetune import finetune_mrpc
+from flows.finetune import finetune
 from flows.summary import summarize
 from tasks.config import ModelConfig, PipelineConfig, RowBounds, TrainConfig
 from tests.fixtures import free_port, run_bertflow, write_msr_files
@@ -60,7 +60,7 @@ def test_tracking_server_down_during_register_then_a_rerun_registers_without_tra
                          train=TrainConfig(epochs=1, batch_size=4),
                          registry={"tracking_uri": uri})
 
-    down = summarize(finetune_mrpc(cfg, return_state=True), cfg)
+    down = summarize(finetune(cfg, return_state=True), cfg)
 
     assert down["state"] == "Failed"
     assert {k: v["state"] for k, v in down["tasks"].items()}["register"] == "Failed"
@@ -71,7 +71,7 @@ def test_tracking_server_down_during_register_then_a_rerun_registers_without_tra
 
     server = _mlflow_server(port, tmp_path / "server")
     try:
-        up = summarize(finetune_mrpc(cfg, return_state=True), cfg)
+        up = summarize(finetune(cfg, return_state=True), cfg)
         assert up["state"] == "Completed", up.get("error")
         states = {k: v["state"] for k, v in up["tasks"].items()}
         assert states["train"] == states["evaluate"] == "Cached" and states["register"] == \

@@ -10,9 +10,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from flows.finetune import finetune_mrpc
+from flows.finetune import finetune
 from flows.summary import summarize, summarize_sweep
-from flows.sweep import sweep_mrpc
+from flows.sweep import sweep
 from tasks.config import (ModelConfig, PipelineConfig, SweepConfig, TrainConfig)
 from tasks.mlflow_store import tracking_uri
 from tasks.register import load_model, predict_pairs
@@ -31,7 +31,7 @@ def cfg(tiny_sources, tmp_path_factory) -> PipelineConfig:
 
 
 def run(cfg: PipelineConfig) -> dict:
-    summary = summarize(finetune_mrpc(cfg, return_state=True), cfg)
+    summary = summarize(finetune(cfg, return_state=True), cfg)
     assert summary["state"] == "Completed", summary.get("error")
     return summary
 
@@ -123,7 +123,7 @@ def test_a_new_learning_rate_reruns_only_train_evaluate_register(three_runs, cfg
 
 def test_sweep_groups_trials_under_one_parent_and_registers_the_best(three_runs, cfg):
     grid = SweepConfig(learning_rates=(1e-3, 5e-4), seeds=(1, 2))
-    summary = summarize_sweep(sweep_mrpc(cfg, grid, return_state=True), cfg)
+    summary = summarize_sweep(sweep(cfg, grid, return_state=True), cfg)
     assert summary["state"] == "Completed", summary.get("error")
     store = client(cfg)
     parent = summary["parent_run_id"]

@@ -35,7 +35,7 @@ def write_parquet(frame: pd.DataFrame, path) -> None:
 
 def test_good_frame_passes():
     report = validate(shard_frame())
-    assert report.success and report.rows == 6 and report.suite == "mrpc_shards"
+    assert report.success and report.rows == 6 and report.suite == "shards"
     report.raise_for_failures()
 
 
@@ -81,7 +81,7 @@ first_sep = int(np.flatnonzero(shard_frame().at[2, "input_ids"] == SEP)[0])
     pytest.param(broken(2, "input_ids", set_at(0, 7)), "first_id",
                  f"every row starts with [CLS] (id {CLS})", id="no CLS"),
     pytest.param(broken(2, "input_ids", set_at(first_sep, 9)), "n_sep",
-                 f"every row holds exactly two [SEP] (id {SEP}), one per sentence", id="one SEP"),
+                 f"every row holds exactly 2 [SEP] (id {SEP}), one per sentence", id="one SEP"),
     pytest.param(broken(2, "input_mask", set_at(1, 0)), "mask_is_prefix",
                  "input_mask is ones then zeros, starting with a one", id="hole in the mask"),
     pytest.param(broken(2, "segment_ids", set_at(LENGTH - 1, 1)), "segments_valid",

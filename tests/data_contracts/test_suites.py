@@ -13,7 +13,7 @@ from tests.data_contracts.conftest import SEP, SHARD, shard_frame
 
 
 def test_unknown_suite_names_the_known_ones():
-    with pytest.raises(KeyError, match="known suites: mrpc_cross_split, mrpc_dev"):
+    with pytest.raises(KeyError, match="known suites: examples, examples_cross_split, mrpc_"):
         get_suite("mrpc_validation")
 
 
@@ -23,7 +23,8 @@ def test_missing_and_misspelled_parameters_are_named():
 
 
 def test_parameters_fill_the_expectations_and_their_sentences():
-    suite = get_suite("mrpc_shards", **SHARD, expected_rows=6, labeled=False)
+    suite = get_suite("shards", **SHARD, expected_rows=6, labeled=False, classified=False, seps=2,
+                      single=False)
     by_column = {e.column: e for e in suite.expectations if hasattr(e, "column")}
     assert by_column["n_ids"].value_set == [SHARD["max_seq_length"]]
     assert by_column["max_id"].max_value == SHARD["vocab_size"] and by_column["max_id"].strict_max
@@ -39,7 +40,7 @@ def test_rule_sentences_are_distinct(name):
 
 
 def test_shard_rules_use_only_columns_that_shard_row_stats_makes():
-    columns = {rule.kwargs["column"] for rule in SUITES["mrpc_shards"] if "column" in rule.kwargs}
+    columns = {rule.kwargs["column"] for rule in SUITES["shards"] if "column" in rule.kwargs}
     assert columns <= set(shard_row_stats(shard_frame(), sep_id=SEP).columns)
 
 

@@ -13,8 +13,9 @@ from prefect import flow
 
 from bert_core.inputs import read_shard
 from data_contracts.errors import ContractViolation
-from flows.data import prepare_mrpc
+from flows.data import prepare
 from tasks.archive import ArchiveError
+from data_contracts.specs import TaskConfig
 from tasks.config import DataConfig, RowBounds
 from tasks.download import download
 from tasks.fetch import FetchError
@@ -44,7 +45,7 @@ def served(loopback, tmp_path, tiny_release):
 
 @flow
 def download_only(cfg: DataConfig, home: str):
-    return download(cfg, home)
+    return download(TaskConfig(), cfg, home)
 
 
 @pytest.mark.shared
@@ -56,7 +57,7 @@ def test_whole_data_stage_from_a_mirror_then_from_cache(shared, loopback, tmp_pa
     url = loopback.add("/minilm.zip", zip_path.read_bytes())
     cfg = DataConfig(mirror=loopback.url + "/mirror", checkpoint=url,
                      checkpoint_sha256=hashlib.sha256(zip_path.read_bytes()).hexdigest())
-    shards = prepare_mrpc(cfg, home=str(tmp_path))
+    shards = prepare(cfg, home=str(tmp_path))
     assert shards.rows == {"train": 3668, "dev": 408, "test": 1725}
     glue = next((tmp_path / "data" / "mrpc").iterdir())
     for name in ("train.tsv", "dev.tsv", "test.tsv"):
@@ -73,7 +74,7 @@ def test_whole_data_stage_from_a_mirror_then_from_cache(shared, loopback, tmp_pa
     assert features.input_ids[0, :len(GOLDEN_IDS)].tolist() == GOLDEN_IDS
     served = len(loopback.requests)
     assert served == 4
-    assert prepare_mrpc(cfg, home=str(tmp_path)) == shards
+    assert prepare(cfg, home=str(tmp_path)) == shards
     assert len(loopback.requests) == served  # the second run asked the server for nothing
 
 
@@ -82,7 +83,7 @@ def test_transient_fault_is_retried_by_prefect(served, loopback, tmp_path, fault
     loopback.fail("/msr/msr_paraphrase_train.txt", fault)
     raw = download_only(served, str(tmp_path))
     assert loopback.requests.count("/msr/msr_paraphrase_train.txt") == 2
-    assert len((Path(raw.glue_dir) / "train.tsv").read_text(encoding="utf-8").splitlines()) > 1
+    assert len((Path(raw.data_dir) / "train.tsv").read_text(encoding="utf-8").splitlines()) > 1
 
 
 @pytest.mark.shared
@@ -136,7 +137,7 @@ def test_broken_data_drop_stops_the_flow_before_tokenizing(served, loopback, tmp
     fields = train[2].split("\t")
     train[2] = "\t".join(["2", *fields[1:]])  # label 2
     loopback.add("/msr/msr_paraphrase_train.txt", "".join(train).encode("utf-8"))
-    state = prepare_mrpc(served, home=str(tmp_path), return_state=True)
+    state = prepare(served, home=str(tmp_path), return_state=True)
     with pytest.raises(ContractViolation, match="train.tsv") as info:
         state.result()
     assert "expect_column_values_to_be_in_set" in str(info.value)

@@ -21,19 +21,19 @@ def release(tmp_path_factory):
 
 def test_a_folder_of_glue_tsvs_is_taken_as_is(tmp_path, release):
     msr = write_msr_files(tmp_path / "msr")
-    first = download_data(DataConfig(mrpc_source=str(msr), checkpoint=str(release)),
+    first = download_data(DataConfig(source=str(msr), checkpoint=str(release)),
                           tmp_path / "home1")
-    glue = Path(first.glue_dir)
-    assert mrpc_sources(DataConfig(mrpc_source=str(glue)))[0] == "glue"
-    second = download_data(DataConfig(mrpc_source=glue.as_uri(), checkpoint=str(release)),
+    glue = Path(first.data_dir)
+    assert mrpc_sources(DataConfig(source=str(glue)))[0] == "glue"
+    second = download_data(DataConfig(source=glue.as_uri(), checkpoint=str(release)),
                            tmp_path / "home2")
     for split in ("train", "dev", "test"):
-        assert filecmp.cmp(first.tsv(split), second.tsv(split), shallow=False)
+        assert filecmp.cmp(first.file(f"{split}.tsv"), second.file(f"{split}.tsv"), shallow=False)
     assert second.sha256 == first.sha256
 
 
 def test_release_in_a_folder_inside_the_zip(tmp_path, release):
-    raw = download_data(DataConfig(mrpc_source=str(write_msr_files(tmp_path / "msr")),
+    raw = download_data(DataConfig(source=str(write_msr_files(tmp_path / "msr")),
                                    checkpoint=release.as_uri()), tmp_path / "home")
     assert Path(raw.checkpoint_dir).name == "tiny_L1"
     assert (Path(raw.checkpoint_dir) / "bert_config.json").is_file()

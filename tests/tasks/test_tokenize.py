@@ -13,10 +13,11 @@ import pytest
 
 from bert_core.inputs import read_shard
 from bert_core.records import read_records
+from data_contracts.specs import TaskConfig
 from tasks.config import DataConfig, ModelConfig, RowBounds
 from tasks.download import download_data
 from tasks.fingerprint import SEAL
-from tasks.tokenize import run_jobs, split_jobs, tokenize_splits
+from tasks.tokenize import run_jobs, split_jobs, task_examples, tokenize_splits
 from tests.fixtures import write_msr_files, write_release_zip
 
 MODEL = ModelConfig(max_seq_length=32)
@@ -58,12 +59,17 @@ def test_output_is_byte_identical_across_runs(raw, tmp_path):
     assert all(filecmp.cmp(p, b / p.name, shallow=False) for p in a.iterdir() if p.name != SEAL)
 
 
+def train_jobs(raw_data, cfg, out):
+    spec, frames, labels = task_examples(raw_data, TaskConfig())
+    return split_jobs(frames["train"], spec.split("train"), labels, raw_data, cfg, MODEL, out)
+
+
 def test_parallel_workers_write_the_same_bytes(raw, tmp_path):
     raw_data, cfg = raw
     (tmp_path / "serial").mkdir()
     (tmp_path / "parallel").mkdir()
-    serial = run_jobs(split_jobs(raw_data, "train", cfg, MODEL, tmp_path / "serial"), workers=1)
-    parallel = run_jobs(split_jobs(raw_data, "train", cfg, MODEL, tmp_path / "parallel"),
+    serial = run_jobs(train_jobs(raw_data, cfg, tmp_path / "serial"), workers=1)
+    parallel = run_jobs(train_jobs(raw_data, cfg, tmp_path / "parallel"),
                         workers=2, min_rows=0)
     assert serial == parallel and len(serial) == 4
 
@@ -86,7 +92,7 @@ def test_tfrecord_and_parquet_hold_the_same_examples(raw, tmp_path):
 
 def test_a_large_input_logs_each_shard_written_with_the_time_left(raw, tmp_path, caplog):
     raw_data, cfg = raw
-    jobs = split_jobs(raw_data, "train", cfg, MODEL, tmp_path)
+    jobs = train_jobs(raw_data, cfg, tmp_path)
     with caplog.at_level(logging.INFO, logger="tasks.tokenize"):
         run_jobs(jobs, workers=1, progress_rows=1)
     lines = [r.getMessage() for r in caplog.records if r.name == "tasks.tokenize"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.data import prepare_mrpc, prepare_mrpc_on_dask
+from flows.data import prepare, prepare_on_dask
 from tasks.config import ModelConfig
 from tasks.fingerprint import SEAL
 
@@ -44,9 +44,9 @@ def task_runs(flow_run_id) -> list:
 
 
 def test_shards_written_on_dask_equal_the_local_ones(cluster, tiny_sources, tmp_path):
-    local = prepare_mrpc(tiny_sources, MODEL, str(tmp_path / "local"))
+    local = prepare(tiny_sources, MODEL, str(tmp_path / "local"))
     with distributed.Client(cluster) as client, distributed.get_task_stream(client) as stream:
-        state = prepare_mrpc_on_dask(cluster.scheduler_address)(
+        state = prepare_on_dask(cluster.scheduler_address)(
             tiny_sources, MODEL, str(tmp_path / "dask"), return_state=True)
         worker_pids = client.run(os.getpid)  # {worker address: pid}
     on_dask = state.result()
