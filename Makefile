@@ -30,7 +30,7 @@ install-test: $(TESTING)
 # The main job: the whole fine-tune flow. Where ../shared holds the real MRPC and MiniLM-L3 (no
 # internet here), it is the source; elsewhere the public MSR files and Google's BERT-Tiny are.
 LOCAL_SOURCES := $(if $(wildcard $(SHARED)/data/mrpc/msr_paraphrase_train.txt),\
-	--mrpc-source $(SHARED)/data/mrpc --checkpoint $(SHARED)/checkpoints/minilm-l3-h384-uncased.zip)
+	--source $(SHARED)/data/mrpc --checkpoint $(SHARED)/checkpoints/minilm-l3-h384-uncased.zip)
 
 run: install
 	$(BIN)/bertflow run $(LOCAL_SOURCES) $(ARGS)

@@ -52,7 +52,8 @@ def dev_metrics(version: ModelVersion, cfg: PipelineConfig) -> dict[str, float]:
 
 def _model(version: ModelVersion) -> dict:
     return {"name": version.name, "version": version.version, "aliases": list(version.aliases),
-            "promoted": version.promoted, "decision": version.decision, "run_id": version.run_id}
+            "promoted": version.promoted, "decision": version.decision, "run_id": version.run_id,
+            "metric": version.metric}
 
 
 def _flow(state: State, cfg: PipelineConfig) -> dict:
@@ -94,6 +95,9 @@ def summarize_sweep(state: State, cfg: PipelineConfig) -> dict:
     return summary
 
 
+SHOWN = ("accuracy", "f1", "precision", "recall", "roc_auc", "mcc", "pearson", "spearman", "mse")
+
+
 def describe(summary: dict) -> str:
     """The summary for people."""
     lines = [f"flow run {summary['flow_run_id']}: {summary['state']}"
@@ -103,15 +107,13 @@ def describe(summary: dict) -> str:
     if "error" in summary:
         lines.append(f"error: {summary['error']}")
     for row in summary.get("settings", []):
-        lines.append(f"lr {row['learning_rate']:g} x {row['seeds']} seeds: "
-                     f"accuracy {row['accuracy_mean']:.4f} +/- {row['accuracy_sd']:.4f}, "
-                     f"f1 {row['f1_mean']:.4f} +/- {row['f1_sd']:.4f}")
+        names = [key.removesuffix("_mean") for key in row if key.endswith("_mean")][:2]
+        lines.append(f"lr {row['learning_rate']:g} x {row['seeds']} seeds: " + ", ".join(
+            f"{m} {row[f'{m}_mean']:.4f} +/- {row[f'{m}_sd']:.4f}" for m in names))
     if "dev_metrics" in summary:
-        m = summary["dev_metrics"]
-        lines.append("dev: " + ", ".join(f"{k} {m[k]:.4f}" for k in
-                                         ("accuracy", "f1", "precision", "recall", "roc_auc")
-                                         if k in m))
-        model = summary["model"]
+        m, model = summary["dev_metrics"], summary["model"]
+        shown = dict.fromkeys((model.get("metric"), *SHOWN))
+        lines.append("dev: " + ", ".join(f"{k} {m[k]:.4f}" for k in shown if k in m))
         if "best" in summary:
             best = summary["best"]
             lines.append(f"best trial: learning rate {best['learning_rate']:g}, "

@@ -51,6 +51,13 @@ class SweepResult(BaseModel):
     version: ModelVersion
 
 
+def reported(trials: list[Trial], metric: str) -> tuple[str, ...]:
+    """The dev metrics a sweep reports: the one that promotes, then accuracy, F1 and ROC AUC
+    where the task has them (a regression task has none of those)."""
+    names = dict.fromkeys((metric, *REPORTED))
+    return tuple(name for name in names if all(name in t.report.metrics for t in trials))
+
+
 def setting_stats(trials: list[Trial], metrics: tuple[str, ...] = REPORTED) -> list[dict]:
     """Mean and sample sd (0 for one seed) of each metric per learning rate, in grid order:
     [{"learning_rate": 2e-05, "seeds": 3, "f1_mean": 0.81, "f1_sd": 0.012, ..., "collapsed": 0}]"""
@@ -75,12 +82,13 @@ def best_trial(trials: list[Trial], metric: str) -> Trial:
 
 
 def sweep_markdown(rows: list[dict], best: Trial, metric: str) -> str:
-    header = ["learning rate", "seeds", *(f"dev {m} (mean +/- sd)" for m in REPORTED), "collapsed"]
-    lines = ["# MRPC sweep", "", "| " + " | ".join(header) + " |",
+    names = [key.removesuffix("_mean") for key in rows[0] if key.endswith("_mean")]
+    header = ["learning rate", "seeds", *(f"dev {m} (mean +/- sd)" for m in names), "collapsed"]
+    lines = [f"# Sweep ({best.trained.task})", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     for row in rows:
         cells = [f"{row['learning_rate']:g}", str(row["seeds"]),
-                 *(f"{row[f'{m}_mean']:.4f} +/- {row[f'{m}_sd']:.4f}" for m in REPORTED),
+                 *(f"{row[f'{m}_mean']:.4f} +/- {row[f'{m}_sd']:.4f}" for m in names),
                  str(row["collapsed"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Best trial: learning rate {best.learning_rate:g}, seed {best.seed}, "
@@ -107,7 +115,8 @@ def open_sweep_run(cfg: RegistryConfig, sweep: SweepConfig, home: str) -> str:
       retry_condition_fn=retry_on(TransientRegistryError))
 def close_sweep_run(run_id: str, trials: list[Trial], cfg: RegistryConfig, home: str) -> list[dict]:
     """Mean +/- sd per setting as the parent run's metrics and sweep.md; returns the rows."""
-    rows, best = setting_stats(trials), best_trial(trials, cfg.promote_metric)
+    rows = setting_stats(trials, reported(trials, cfg.promote_metric))
+    best = best_trial(trials, cfg.promote_metric)
     markdown = sweep_markdown(rows, best, cfg.promote_metric)
     now = int(time.time() * 1000)
     metrics = [Metric(f"lr_{row['learning_rate']:g}.dev_{key}", float(row[key]), now, 0)

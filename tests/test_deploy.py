@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 STAGES = ["download", "validate", "tokenize", "train", "evaluate", "register"]
-WEEKLY = "finetune-mrpc/weekly-finetune"
+WEEKLY = "finetune/weekly-mrpc"
 
 
 @dataclass(frozen=True)
@@ -101,23 +101,28 @@ def deployed(server) -> str:
     return output
 
 
-def test_deploy_all_creates_the_weekly_and_the_on_demand_deployment(server, deployed):
+def test_deploy_all_creates_the_weekly_and_the_on_demand_deployments(server, deployed):
     with api(server), get_client(sync_client=True) as client:
         weekly = client.read_deployment_by_name(WEEKLY)
-        sweep = client.read_deployment_by_name("sweep-mrpc/sweep")
+        sweep = client.read_deployment_by_name("sweep/sweep")
+        per_task = {name: client.read_deployment_by_name(f"finetune/{name}")
+                    for name in ("cola", "sst2", "rte", "stsb", "mnli")}
 
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in weekly.schedules] == \
         [("0 3 * * 1", "UTC", True)]
-    assert sweep.schedules == []
+    assert sweep.schedules == [] and all(d.schedules == [] for d in per_task.values())
     assert weekly.work_pool_name == sweep.work_pool_name == "bertflow"
-    assert weekly.parameters == sweep.parameters == {"cfg": {"home": ".bertflow"}}
-    for deployment in (weekly, sweep):  # the worker runs the flows from this checkout
+    assert weekly.parameters == {"cfg": {"home": ".bertflow", "task": {"name": "mrpc"}}}
+    assert sweep.parameters == {"cfg": {"home": ".bertflow"}}
+    assert {name: d.parameters["cfg"]["task"]["name"] for name, d in per_task.items()} == \
+        {name: name for name in per_task}
+    for deployment in (weekly, sweep, *per_task.values()):  # run from this checkout
         assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
             "directory": str(ROOT)}}]
         # with the environment `bertflow run` gives TensorFlow (its pooled CPU allocator)
         assert deployment.job_variables == {"env": TENSORFLOW_ENV}
     listed = prefect(server, "deployment", "ls")
-    assert WEEKLY in listed and "sweep-mrpc/sweep" in listed
+    assert WEEKLY in listed and "sweep/sweep" in listed
 
 
 def tiny_run(tiny_sources, home: Path) -> PipelineConfig:
