@@ -37,10 +37,29 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def filled(cfg: RegistryConfig) -> RegistryConfig:
+    """`cfg` if it names its experiment, model and promote metric (the task fills them in).
+
+    >>> filled(RegistryConfig(experiment="e", model_name="m", promote_metric="f1")).model_name
+    'm'
+    >>> filled(RegistryConfig(model_name="m"))
+    Traceback (most recent call last):
+    ...
+    ValueError: RegistryConfig has no experiment, promote_metric (see RegistryConfig.for_task)
+    """
+    missing = [k for k in ("experiment", "model_name", "promote_metric")
+               if getattr(cfg, k) is None]
+    if missing:
+        raise ValueError(f"RegistryConfig has no {', '.join(missing)} "
+                         "(see RegistryConfig.for_task)")
+    return cfg
+
+
 def open_store(cfg: RegistryConfig, home: Path) -> tuple[mlflow.MlflowClient, str]:
     """A client on the store and the id of cfg.experiment, created when missing. A SQLite store
     keeps its artifacts beside its file, in artifacts/ (MLflow's default is ./mlruns of whatever
     directory the process runs in)."""
+    cfg = filled(cfg)
     uri = tracking_uri(cfg, home)
     artifacts = None
     if db := sqlite_file(uri):

@@ -1,6 +1,7 @@
 """Promotion on merit: each run's classifier becomes a version of the registered model with alias
 `challenger`; alias `champion` moves to it only when it did not collapse and beats the champion's
-dev_<promote metric>. The decision is recorded on the version (tags and description).
+dev_<promote metric> (higher is better, except for a loss or a mean squared error). The decision
+is recorded on the version (tags and description).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from mlflow.protos.databricks_pb2 import (RESOURCE_ALREADY_EXISTS, RESOURCE_DOES
                                           ErrorCode)
 
 from tasks.config import RegistryConfig
-from tasks.mlflow_store import CLASSIFIER, using_tracking_uri
+from tasks.mlflow_store import CLASSIFIER, filled, using_tracking_uri
 from tasks.records import EvalReport, ModelVersion
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -26,6 +27,15 @@ class Decision:
     reason: str
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of `metric` is the better one: loss, mse and any *_mse.
+
+    >>> [lower_is_better(m) for m in ("mse", "loss", "dev_mismatched_mse", "mcc", "pearson")]
+    [True, True, True, False, False]
+    """
+    return metric in ("loss", "mse") or metric.endswith("_mse")
+
+
 def decide(metric: str, value: float, collapsed: bool, champion_version: str | None,
            champion_value: float | None, collapse_reason: str | None = None) -> Decision:
     """Promote a version that did not collapse and strictly beats the champion (or has none).
@@ -36,6 +46,10 @@ def decide(metric: str, value: float, collapsed: bool, champion_version: str | N
     'not promoted: f1 0.8100 <= champion v2 0.8100'
     >>> decide("f1", 0.90, True, None, None, "predicts 1 for 100% of dev").reason
     'not promoted: collapsed (predicts 1 for 100% of dev)'
+    >>> decide("mse", 0.42, False, "3", 0.50).reason
+    'promoted: mse 0.4200 < champion v3 0.5000'
+    >>> decide("mse", 0.50, False, "3", 0.42).reason
+    'not promoted: mse 0.5000 >= champion v3 0.4200'
     """
     if collapsed:
         return Decision(False, "collapsed", f"not promoted: collapsed ({collapse_reason})")
@@ -44,10 +58,13 @@ def decide(metric: str, value: float, collapsed: bool, champion_version: str | N
     if champion_value is None:
         return Decision(False, "no-champion-metric",
                         f"not promoted: champion v{champion_version} has no dev_{metric}")
-    if value > champion_value:
-        return Decision(True, "promoted", f"promoted: {metric} {value:.4f} > champion "
+    lower = lower_is_better(metric)
+    better, worse = ("<", ">=") if lower else (">", "<=")
+    beats = (value < champion_value) if lower else (value > champion_value)
+    if beats:
+        return Decision(True, "promoted", f"promoted: {metric} {value:.4f} {better} champion "
                                           f"v{champion_version} {champion_value:.4f}")
-    return Decision(False, "not-better", f"not promoted: {metric} {value:.4f} <= champion "
+    return Decision(False, "not-better", f"not promoted: {metric} {value:.4f} {worse} champion "
                                          f"v{champion_version} {champion_value:.4f}")
 
 
@@ -104,7 +121,7 @@ def register_and_promote(client, run_id: str, report: EvalReport,
                          cfg: RegistryConfig) -> ModelVersion:
     """Register the run's classifier as a new version (alias `challenger`) and move `champion` to
     it when `decide` says so. Safe to call again for the same run: the recorded decision stands."""
-    name, metric = cfg.model_name, cfg.promote_metric
+    name, metric = filled(cfg).model_name, cfg.promote_metric
     version = _version_of_run(client, name, run_id)
     number = str(version.version)  # the SQL store gives ints, the REST store strings
     if DECISION_TAG not in version.tags:
@@ -120,7 +137,8 @@ def register_and_promote(client, run_id: str, report: EvalReport,
     aliases = client.get_model_version(name, number).aliases
     champion_value = version.tags["champion_value"]
     return ModelVersion(name=name, version=number, run_id=run_id,
-                        tracking_uri=client.tracking_uri, aliases=tuple(sorted(aliases)), promoted=promoted,
+                        tracking_uri=client.tracking_uri, aliases=tuple(sorted(aliases)),
+                        promoted=promoted,
                         decision=version.description, metric=metric,
                         value=float(version.tags["value"]),
                         champion_value=None if champion_value == "none" else float(champion_value))

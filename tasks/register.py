@@ -1,9 +1,12 @@
 """Register stage: one MLflow run per pipeline run, then the served model promoted on merit only.
 
-    run in experiment cfg.experiment    params: the pipeline config; metrics: dev_<name>, train_loss
-                                        and learning_rate per step, epoch_loss/epoch_accuracy per
-                                        epoch; artifacts eval/, data/, train/; models keras_model
-                                        (logits) and classifier (raw text -> probability)
+    run finetune-<task>-<sha8> in       params: the pipeline config; tag task; metrics:
+    experiment cfg.experiment           dev_<name> (and <split>_<name> for other eval splits),
+                                        train_loss and learning_rate per step,
+                                        epoch_loss/epoch_accuracy per epoch; artifacts eval/,
+                                        data/, train/; models keras_model (logits, or scores)
+                                        and classifier (raw text -> label and probabilities, or
+                                        score; tasks/pyfunc_model.py)
     new version of cfg.model_name       alias `challenger`; alias `champion` moves to it only when
                                         it is not collapsed and beats the champion's
                                         dev_<promote_metric>
@@ -32,6 +35,7 @@ from prefect.tasks import exponential_backoff
 
 import bert_core
 from bert_core.features import FEATURE_NAMES
+from data_contracts.specs import TaskConfig, task_spec
 from tasks.caching import cached
 from tasks.config import RegistryConfig
 from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, is_transient,
@@ -44,9 +48,7 @@ from tasks.retry import retry_on
 RUN_KEY_TAG = "bertflow.run_key"  # one MLflow run per (Prefect flow run, trained model)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as a model from code
 BERT_CORE_DIR = Path(bert_core.__file__).parent  # shipped with it, so it loads without bertflow
-PAIR_SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "sentence1"), ColSpec("string", "sentence2")]),
-    outputs=Schema([ColSpec("double", "probability")]))
+OLD_MRPC_INPUTS = ("sentence1", "sentence2")  # MRPC's served model took these first; still does
 _BACKEND_PACKAGE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 _log = logging.getLogger(__name__)
 
@@ -68,11 +70,56 @@ def keras_signature(max_seq_length: int, num_labels: int) -> ModelSignature:
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([logits]))
 
 
+def served_signature(labels: tuple[str, ...], pair: bool, old_names: bool = False
+                     ) -> ModelSignature:
+    """The classifier's columns: text_a (and text_b, optional, for pairs) in; out `label` and
+    `probability_<label>` per class (and `probability`, of the second class, when there are two),
+    or `score` for regression (no labels). `old_names`: MRPC's model also takes sentence1 and
+    sentence2 for text_a and text_b, so none of the four is required.
+
+    >>> signature = served_signature(("entailment", "not_entailment"), pair=True)
+    >>> [(c.name, c.required) for c in signature.inputs.inputs]
+    [('text_a', True), ('text_b', False)]
+    >>> signature.outputs.input_names()
+    ['label', 'probability_entailment', 'probability_not_entailment', 'probability']
+    >>> served_signature((), pair=False).outputs.input_names()
+    ['score']
+    """
+    names = ["text_a", "text_b"][:1 + pair]
+    names += list(OLD_MRPC_INPUTS[:len(names)]) if old_names else []
+    inputs = [ColSpec("string", n, required=n == "text_a" and not old_names) for n in names]
+    outputs = [ColSpec("string", "label"), *(ColSpec("double", f"probability_{label}")
+                                             for label in labels)] if labels else []
+    outputs += [ColSpec("double", "probability")] if len(labels) == 2 else []
+    return ModelSignature(inputs=Schema(inputs),
+                          outputs=Schema(outputs or [ColSpec("double", "score")]))
+
+
+def pairs_of(task: str) -> bool:
+    """Whether a built-in task's examples are sentence pairs.
+
+    >>> [pairs_of(task) for task in ("mrpc", "cola", "sst2", "rte", "stsb", "mnli", "xnli")]
+    [True, False, False, True, True, True, True]
+    """
+    if task == "custom":
+        raise ValueError("a custom task's model: register it with pair= (its spec's `pair`)")
+    return task_spec(TaskConfig(name=task)).pair
+
+
+def served_config(trained: TrainedModel, pair: bool) -> dict[str, object]:
+    """The classifier's model_config.json (tasks/pyfunc_model.py)."""
+    return {"max_seq_length": trained.max_seq_length, "do_lower_case": trained.do_lower_case,
+            "labels": list(trained.labels), "regression": trained.regression, "pair": pair}
+
+
 def run_metrics(report: EvalReport, history: dict, timestamp: int) -> list[Metric]:
-    """dev_<name> for every dev metric; train_loss and learning_rate per step; epoch_loss and
-    epoch_accuracy per epoch (step = the epoch's number); eval_loss and eval_accuracy per dev
-    evaluation during training (step = the training step)."""
-    metrics = [Metric(f"dev_{k}", float(v), timestamp, 0) for k, v in report.metrics.items()]
+    """dev_<name> for every dev metric and <split>_<name> for every other eval split's; train_loss
+    and learning_rate per step; epoch_loss and epoch_accuracy per epoch (step = the epoch's
+    number); eval_loss and eval_accuracy per dev evaluation during training (step = the training
+    step)."""
+    splits = {"dev": report.metrics, **report.splits}
+    metrics = [Metric(f"{split}_{k}", float(v), timestamp, 0)
+               for split, values in splits.items() for k, v in values.items()]
     for key, values in (("train_loss", history.get("loss", [])),
                         ("learning_rate", history.get("learning_rate", []))):
         metrics += [Metric(key, float(v), timestamp, int(s))
@@ -82,7 +129,7 @@ def run_metrics(report: EvalReport, history: dict, timestamp: int) -> list[Metri
                     for k in ("loss", "accuracy") if k in epoch]
     for evaluation in history.get("evaluations", []):  # dev during training, at its step
         metrics += [Metric(f"eval_{k}", float(evaluation[k]), timestamp, int(evaluation["step"]))
-                    for k in ("loss", "accuracy")]
+                    for k in ("loss", "accuracy") if k in evaluation]
     if history.get("examples_per_second") is not None:
         metrics.append(Metric("train_examples_per_second", float(history["examples_per_second"]),
                               timestamp, 0))
@@ -108,28 +155,28 @@ def _log_files(client, run_id: str, trained: TrainedModel, report: EvalReport,
             client.log_artifact(run_id, str(Path(trained.model_dir) / name), "train")
 
 
-def log_models(client, run_id: str, trained: TrainedModel) -> None:
-    """The Keras model (features -> logits) and the served classifier (text -> probability).
-    Ends the run: FINISHED when both are logged, FAILED otherwise."""
+def log_models(client, run_id: str, trained: TrainedModel, pair: bool) -> None:
+    """The Keras model (features -> logits, or scores) and the served classifier (text -> label
+    and probabilities, or score). Ends the run: FINISHED when both are logged, FAILED otherwise."""
     import keras  # here, not at the top: a cached register never pays TensorFlow's import
 
     import bert_core.model  # noqa: F401  (registers BertClassifier for load_model)
 
     model = keras.saving.load_model(trained.keras_file, compile=False)
     requirements = pip_requirements()
-    config = {"max_seq_length": trained.max_seq_length, "do_lower_case": trained.do_lower_case,
-              "labels": list(trained.labels)}
+    outputs = len(trained.labels) or 1  # a regression model has one
     with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(client.tracking_uri), \
             mlflow.start_run(run_id=run_id, nested=True):
         config_file = Path(tmp) / "model_config.json"
-        config_file.write_text(json.dumps(config))
-        mlflow.keras.log_model(model, name=KERAS_MODEL, pip_requirements=requirements, signature=
-                               keras_signature(trained.max_seq_length, len(trained.labels)))
+        config_file.write_text(json.dumps(served_config(trained, pair)))
+        mlflow.keras.log_model(model, name=KERAS_MODEL, pip_requirements=requirements,
+                               signature=keras_signature(trained.max_seq_length, outputs))
         mlflow.pyfunc.log_model(
             name=CLASSIFIER, python_model=PYFUNC_CODE, code_paths=[str(BERT_CORE_DIR)],
             artifacts={"keras_model": str(trained.keras_file), "vocab": str(trained.vocab_file),
                        "model_config": str(config_file)},
-            signature=PAIR_SIGNATURE, pip_requirements=requirements)
+            signature=served_signature(trained.labels, pair, old_names=trained.task == "mrpc"),
+            pip_requirements=requirements)
 
 
 def _reusable_run(client, experiment_id: str, run_key: str | None) -> str | None:
@@ -151,18 +198,20 @@ def _reusable_run(client, experiment_id: str, run_key: str | None) -> str | None
 def log_training_run(client, experiment_id: str, trained: TrainedModel, report: EvalReport,
                      params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
                      parent_run_id: str | None = None, flow_run_id: str | None = None,
-                     run_key: str | None = None) -> str:
+                     run_key: str | None = None, pair: bool | None = None) -> str:
     """Log one pipeline run (see the module docstring) and return its run id. With a `run_key`,
-    a finished run under that key is returned as it is instead of logging a second one."""
+    a finished run under that key is returned as it is instead of logging a second one. `pair`:
+    whether the model reads sentence pairs (default: what its built-in task reads)."""
+    pair = pairs_of(trained.task) if pair is None else pair
     if reused := _reusable_run(client, experiment_id, run_key):
         return reused
-    run_tags = {**tags, "collapsed": str(report.collapsed).lower(),
+    run_tags = {**tags, "collapsed": str(report.collapsed).lower(), "task": trained.task,
                 "model_sha256": trained.model_sha256, "init": trained.init}
     optional = {"collapse_reason": report.collapse_reason, "prefect.flow_run_id": flow_run_id,
                 RUN_KEY_TAG: run_key, "mlflow.parentRunId": parent_run_id}
     run_tags.update({k: str(v) for k, v in optional.items() if v is not None})
-    run_id = client.create_run(experiment_id, run_name=f"finetune-{trained.model_sha256[:8]}",
-                               tags=run_tags).info.run_id
+    run_name = f"finetune-{trained.task}-{trained.model_sha256[:8]}"
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
     try:
         history = json.loads(trained.history_file.read_text())
         _log_batches(client, run_id, params, run_metrics(report, history, int(time.time() * 1000)))
@@ -170,29 +219,65 @@ def log_training_run(client, experiment_id: str, trained: TrainedModel, report: 
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
-    log_models(client, run_id, trained)
+    log_models(client, run_id, trained, pair)
     return run_id
 
 
 # -- serving --------------------------------------------------------------------------------------
 
-def load_model(model_uri: str | None, home: Path, cfg: RegistryConfig):
+def for_task_name(cfg: RegistryConfig, task: str) -> RegistryConfig:
+    """`cfg` with a built-in task's defaults filled in (its model: bertflow-<task>).
+
+    >>> for_task_name(RegistryConfig(), "rte").model_name
+    'bertflow-rte'
+    """
+    return cfg.for_task(task_spec(TaskConfig(name=task)))
+
+
+def load_model(model_uri: str | None, home: Path, cfg: RegistryConfig, task: str | None = None):
     """The served classifier (`mlflow.pyfunc.PyFuncModel`): `model_uri`, or the champion of
-    cfg.model_name in the pipeline's store."""
+    cfg.model_name (default: that of `task`) in the pipeline's store."""
     uri = tracking_uri(cfg, home)
     db = sqlite_file(uri)
     if model_uri is None and db and not db.is_file():
         raise FileNotFoundError(f"no MLflow store at {db}: run the pipeline first, "
                                 "or give a model URI")
+    if model_uri is None and cfg.model_name is None:
+        if task is None:
+            raise ValueError("which model? give a model URI, a task or cfg.model_name")
+        cfg = for_task_name(cfg, task)
     with using_tracking_uri(uri):
         return mlflow.pyfunc.load_model(model_uri or f"models:/{cfg.model_name}@{CHAMPION}")
 
 
+def served_inputs(model) -> tuple[str, ...]:
+    """The text columns a served classifier reads: ("text_a",) or ("text_a", "text_b"); an MRPC
+    model registered before other tasks reads ("sentence1", "sentence2")."""
+    names = model.metadata.get_input_schema().input_names()
+    if "text_a" not in names:
+        return OLD_MRPC_INPUTS
+    return ("text_a", "text_b") if "text_b" in names else ("text_a",)
+
+
+def predict_texts(model, rows: list[tuple[str, ...]]) -> pd.DataFrame:
+    """The answer for each row of texts (see `served_inputs`): columns `label` and `probability`
+    (of that label) from a classifier, `score` from a regression model."""
+    frame = model.predict(pd.DataFrame(rows, columns=list(served_inputs(model)), dtype=object))
+    if "score" in frame.columns:
+        return frame[["score"]]
+    if "label" not in frame.columns:  # an MRPC model from before label names: P("1") only
+        p = frame["probability"].to_numpy()
+        return pd.DataFrame({"label": np.where(p >= 0.5, "1", "0"),
+                             "probability": np.where(p >= 0.5, p, 1 - p)})
+    chosen = [row[f"probability_{row['label']}"] for row in frame.to_dict("records")]
+    return pd.DataFrame({"label": frame["label"].to_numpy(), "probability": chosen})
+
+
 def predict_pairs(model, pairs: list[tuple[str, str]]) -> list[float]:
-    """The paraphrase probability of each (sentence1, sentence2) pair."""
+    """The paraphrase probability of each (sentence1, sentence2) pair (MRPC's model)."""
     if not pairs:
         return []
-    frame = pd.DataFrame(pairs, columns=["sentence1", "sentence2"])
+    frame = pd.DataFrame(pairs, columns=list(OLD_MRPC_INPUTS))
     return [float(p) for p in model.predict(frame)["probability"]]
 
 
@@ -200,7 +285,7 @@ def predict_pairs(model, pairs: list[tuple[str, str]]) -> list[float]:
 
 def _log_run(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
-             parent_run_id: str | None) -> tuple[mlflow.MlflowClient, str]:
+             parent_run_id: str | None, pair: bool | None) -> tuple[mlflow.MlflowClient, str]:
     """The store's client and this flow run's MLflow run for `trained` (logged once per flow run:
     a retry, or `register` after `track`, finds the finished one)."""
     flow_run_id = flow_run.id
@@ -208,18 +293,19 @@ def _log_run(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, hom
     client, experiment_id = open_store(cfg, Path(home))
     return client, log_training_run(client, experiment_id, trained, report, params, tags,
                                     extra_artifacts, parent_run_id=parent_run_id,
-                                    flow_run_id=flow_run_id, run_key=run_key)
+                                    flow_run_id=flow_run_id, run_key=run_key, pair=pair)
 
 
 @task(name="track", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
       retry_condition_fn=retry_on(TransientRegistryError))
 def track(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
           params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
-          parent_run_id: str | None = None) -> str:
-    """Log the run to MLflow without registering it (a sweep's trials); returns its run id."""
+          parent_run_id: str | None = None, pair: bool | None = None) -> str:
+    """Log the run to MLflow without registering it (a sweep's trials); returns its run id.
+    `pair`: whether the model reads sentence pairs (default: what its built-in task reads)."""
     with transient_errors(tracking_uri(cfg, Path(home))):
         return _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
-                        parent_run_id)[1]
+                        parent_run_id, pair)[1]
 
 
 def version_registered(version: ModelVersion) -> str | None:
@@ -242,11 +328,12 @@ def version_registered(version: ModelVersion) -> str | None:
       **cached("register", __name__, ("mlflow",), checks=(version_registered,)))
 def register(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
-             parent_run_id: str | None = None) -> ModelVersion:
-    """Log the run to MLflow, register the classifier, move `champion` to it on merit only."""
+             parent_run_id: str | None = None, pair: bool | None = None) -> ModelVersion:
+    """Log the run to MLflow, register the classifier, move `champion` to it on merit only.
+    `pair`: whether the model reads sentence pairs (default: what its built-in task reads)."""
     with transient_errors(tracking_uri(cfg, Path(home))):
         client, run_id = _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
-                                  parent_run_id)
+                                  parent_run_id, pair)
         version = register_and_promote(client, run_id, report, cfg)
         champion = compared_with(client, version.name, version.version)
     create_markdown_artifact(key="model-promotion",

@@ -1,9 +1,11 @@
 """The register stage on a real SQLite MLflow store with real TensorFlow: what lands in the run,
 which version holds `champion`, and what the served classifier answers.
 
-One module-scoped sequence logs four runs from one tiny model and registers them in order:
+One module-scoped sequence logs four runs from one tiny MRPC model and registers them in order:
 v1 first (champion), v2 better F1 in a nested run (champion), v3 worse F1 (challenger only, logged
-twice under one run key), v4 collapsed with the best F1 (never champion).
+twice under one run key), v4 collapsed with the best F1 (never champion). Beside it, in the same
+store: an MNLI model (three label names, a second dev split) and STS-B models (regression,
+promoted on a lower mse).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 import keras
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,19 +24,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
 from prefect import flow
 
-from bert_core.config import BertConfig
 from bert_core.features import encode_pairs
-from bert_core.model import BertBackbone, BertClassifier
 from bert_core.tokenization import FullTokenizer
 from tasks.config import RegistryConfig
-from tasks.records import EvalReport, TrainedModel
-from tasks.mlflow_store import TransientRegistryError, is_transient, open_store, transient_errors
+from tasks.mlflow_store import (TransientRegistryError, is_transient, open_store,
+                                transient_errors, using_tracking_uri)
 from tasks.promotion import register_and_promote
-from tasks.register import RUN_KEY_TAG, load_model, log_training_run, predict_pairs, register
+from tasks.records import EvalReport, TrainedModel
+from tasks.register import (RUN_KEY_TAG, for_task_name, load_model, log_training_run,
+                            predict_pairs, predict_texts, register)
 from tests.artifacts import flow_artifact
-from tests.fixtures import free_port, tiny_vocab
+from tests.fixtures import free_port
+from tests.served_models import MAX_SEQ, write_trained
+from tests.served_models import write_report as write_task_report
 
-MAX_SEQ = 16
+NLI_LABELS = ("contradiction", "entailment", "neutral")
 PAIRS = [("the company said its shares rose on monday", "shares rose in early trading"),
          ("analysts expected lower sales of new cars", "profit reports beat forecasts")]
 PARAMS = {"train.learning_rate": 2e-5, "train.epochs": 3.0, "model.max_seq_length": MAX_SEQ}
@@ -42,36 +47,14 @@ HASHES = {"data.train_sha256": "a" * 64, "data.checkpoint_sha256": "c" * 64}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> TrainedModel:
-    """A one-layer BERT over tiny_vocab, its logits scaled up so that p and 1 - p differ."""
-    model_dir = tmp_path_factory.mktemp("model")
-    vocab = tiny_vocab()
-    (model_dir / "vocab.txt").write_text("".join(t + "\n" for t in vocab))
-    keras.utils.set_random_seed(0)
-    model = BertClassifier(BertBackbone(BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64)))
-    kernel, bias = model.get_layer("logits").get_weights()
-    model.get_layer("logits").set_weights([kernel * 200, bias])
-    model.save(model_dir / "model.keras")
-    (model_dir / "history.json").write_text(json.dumps({
-        "steps": [1, 2, 3], "loss": [0.71, 0.64, 0.52], "learning_rate": [1e-5, 2e-5, 1e-5],
-        "epochs": [{"epoch": 1, "step": 3, "loss": 0.62, "accuracy": 0.6}],
-        "resumed_from_step": None, "examples_per_second": 120.0}))
-    return TrainedModel(model_dir=str(model_dir), model_sha256="5" * 64, steps=3, seconds=1.5,
-                        init="scratch", max_seq_length=MAX_SEQ, do_lower_case=True,
-                        labels=("0", "1"))
+    """An MRPC model (labels "0", "1"), its logits scaled up so that p and 1 - p differ."""
+    return write_trained(tmp_path_factory.mktemp("model"), "mrpc", ("0", "1"))
 
 
 def write_report(folder: Path, f1: float, collapsed: bool = False) -> EvalReport:
     metrics = {"accuracy": f1 - 0.05, "f1": f1, "precision": 0.7, "recall": 0.9, "loss": 0.5,
                "roc_auc": 0.8, "majority_baseline": 0.68, "positive_share": 0.7, "examples": 8.0}
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    (folder / "dev_predictions.tsv").write_text("index\tlabel\tprobability\n0\t1\t0.9\n")
-    (folder / "summary.md").write_text(f"# dev F1 {f1}\n")
-    return EvalReport(report_dir=str(folder), metrics=metrics, confusion_matrix=[[1, 2], [0, 5]],
-                      collapsed=collapsed,
-                      collapse_reason="predicts 1 for 100% of dev" if collapsed else None)
+    return write_task_report(folder, metrics, collapsed)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +65,7 @@ def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
         home = tmp_path_factory.mktemp("home")
-        cfg = RegistryConfig()
+        cfg = for_task_name(RegistryConfig(), "mrpc")
         client, experiment_id = open_store(cfg, home)
         yield {"home": home, "cfg": cfg, "client": client, "experiment_id": experiment_id}
     assert list(cwd.iterdir()) == []
@@ -147,6 +130,8 @@ def test_run_holds_params_metrics_tags_artifacts_and_both_models(sequence, store
     assert run.data.metrics["epoch_accuracy"] == 0.6
     assert {k: run.data.tags[k] for k in HASHES} == HASHES
     assert run.data.tags["collapsed"] == "false" and "mlflow.parentRunId" not in run.data.tags
+    assert run.data.tags["task"] == "mrpc"
+    assert run.info.run_name == f"finetune-mrpc-{run.data.tags['model_sha256'][:8]}"
     files = {f.path for folder in ("eval", "data", "train")
              for f in client.list_artifacts(run.info.run_id, folder)}
     assert files == {"eval/metrics.json", "eval/dev_predictions.tsv", "eval/summary.md",
@@ -173,20 +158,30 @@ def test_a_retry_reuses_the_finished_run_and_version(sequence, store, trained):
     assert register_and_promote(client, again, report, cfg) == v3
 
 
+def keras_outputs(trained: TrainedModel, texts_a: list[str],
+                  texts_b: list[str] | None) -> np.ndarray:
+    """What the trained Keras model itself outputs for the texts: (n, labels) logits, or (n, 1)."""
+    keras_model = keras.saving.load_model(trained.keras_file, compile=False)
+    features = encode_pairs(FullTokenizer(trained.vocab_file), texts_a, texts_b, MAX_SEQ)
+    return keras.ops.convert_to_numpy(keras_model(features.as_dict(), training=False))
+
+
 def test_champion_classifier_answers_raw_text_like_the_keras_model(sequence, store, trained):
     model = load_model(None, store["home"], store["cfg"])
     probabilities = predict_pairs(model, PAIRS)
-    keras_model = keras.saving.load_model(trained.keras_file, compile=False)
-    features = encode_pairs(FullTokenizer(trained.vocab_file), [a for a, _ in PAIRS],
-                            [b for _, b in PAIRS], MAX_SEQ)
-    logits = keras.ops.convert_to_numpy(keras_model(features.as_dict(), training=False))
+    logits = keras_outputs(trained, [a for a, _ in PAIRS], [b for _, b in PAIRS])
     expected = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5)
     assert all(0 <= p <= 1 for p in probabilities)
     assert abs(probabilities[0] - probabilities[1]) > 1e-5  # the pair's text reaches the model
     frame = model.predict(pd.DataFrame({"sentence1": ["the company said"],
                                         "sentence2": ["shares rose"]}))
-    assert list(frame.columns) == ["probability"] and len(frame) == 1
+    assert list(frame.columns) == ["label", "probability_0", "probability_1", "probability"]
+    assert frame["label"][0] == ("1" if frame["probability"][0] >= 0.5 else "0")
+    assert frame["probability_1"][0] == frame["probability"][0]
+    renamed = model.predict(pd.DataFrame({"text_a": ["the company said"],
+                                          "text_b": ["shares rose"]}))
+    pd.testing.assert_frame_equal(renamed, frame)
     assert predict_pairs(model, []) == []
 
 
@@ -239,7 +234,7 @@ def test_transient_failures_are_told_from_final_ones(loopback, tmp_path, no_http
     for url, expected in ((loopback.url, TransientRegistryError),  # HTTP 500
                           (_closed_port_url(), TransientRegistryError),  # connection refused
                           (loopback.url + "/nowhere", MlflowException)):  # 404: final
-        cfg = RegistryConfig(tracking_uri=url)
+        cfg = for_task_name(RegistryConfig(tracking_uri=url), "mrpc")
         with pytest.raises(expected) as info, transient_errors(url):
             open_store(cfg, tmp_path)
         assert type(info.value) is expected
@@ -277,11 +272,11 @@ def test_register_task_retries_transient_errors_only(loopback, trained, tmp_path
     report = write_report(tmp_path / "report", 0.8)
     loopback.add(GET_BY_NAME, b"{}")
     loopback.fail(GET_BY_NAME, "500", "500", "500", "500")
-    state = register_flow(trained, report, RegistryConfig(tracking_uri=loopback.url),
-                          str(tmp_path), retry_delay=0, return_state=True)
+    cfg = for_task_name(RegistryConfig(tracking_uri=loopback.url), "mrpc")
+    state = register_flow(trained, report, cfg, str(tmp_path), retry_delay=0, return_state=True)
     assert state.is_failed() and loopback.requests.count(GET_BY_NAME) == 4  # 1 + 3 retries
-    state = register_flow(trained, report, RegistryConfig(tracking_uri=loopback.url + "/nowhere"),
-                          str(tmp_path), retry_delay=0, return_state=True)
+    cfg = for_task_name(RegistryConfig(tracking_uri=loopback.url + "/nowhere"), "mrpc")
+    state = register_flow(trained, report, cfg, str(tmp_path), retry_delay=0, return_state=True)
     assert state.is_failed() and loopback.requests.count("/nowhere" + GET_BY_NAME) == 1
 
 
@@ -299,3 +294,107 @@ def test_dev_evaluations_during_training_are_metrics_at_their_step():
     assert curve == {("eval_loss", 2): 0.65, ("eval_accuracy", 2): 0.5,
                      ("eval_loss", 4): 0.55, ("eval_accuracy", 4): 0.75}
     assert [m.step for m in metrics if m.key == "train_loss"] == [1, 2, 3, 4]
+
+
+# -- other tasks: label names, regression, a lower-is-better promote metric ----------------------
+
+NLI_PAIRS = [("a man is playing a guitar", "a man plays music"),
+             ("the company said its shares rose", "profit reports beat forecasts"),
+             ("analysts expected lower sales", "sales of new cars fell on monday")]
+
+
+def register_task(store, trained: TrainedModel, report: EvalReport, metric: str | None = None):
+    """Log and register `trained` in the store under its task's experiment and model."""
+    cfg = for_task_name(RegistryConfig(promote_metric=metric), trained.task)
+    client, experiment_id = open_store(cfg, store["home"])
+    run_id = log_training_run(client, experiment_id, trained, report, PARAMS, HASHES, [])
+    return register_and_promote(client, run_id, report, cfg)
+
+
+def served_model(store, uri: str):
+    """The served model as a user loads it: mlflow.pyfunc.load_model on the store's URI."""
+    with using_tracking_uri(store["client"].tracking_uri):
+        return mlflow.pyfunc.load_model(uri)
+
+
+@pytest.fixture(scope="module")
+def mnli(store, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mnli")
+    trained = write_trained(root / "model", "mnli", NLI_LABELS)
+    report = write_task_report(root / "report", {"accuracy": 0.61},
+                               splits={"dev_mismatched": {"accuracy": 0.58}})
+    return trained, register_task(store, trained, report)
+
+
+def test_label_names_travel_with_the_model_and_its_signature(mnli, store):
+    trained, version = mnli
+    run = store["client"].get_run(version.run_id)
+    assert run.info.run_name == f"finetune-mnli-{trained.model_sha256[:8]}"
+    assert run.data.tags["task"] == "mnli"
+    assert run.data.metrics["dev_accuracy"] == 0.61
+    assert run.data.metrics["dev_mismatched_accuracy"] == 0.58
+    assert (version.name, version.metric, version.promoted) == ("bertflow-mnli", "accuracy", True)
+
+    model = served_model(store, "models:/bertflow-mnli@champion")
+    inputs = model.metadata.get_input_schema().inputs
+    assert [(c.name, c.required) for c in inputs] == [("text_a", True), ("text_b", False)]
+    assert model.metadata.get_output_schema().input_names() == [
+        "label", "probability_contradiction", "probability_entailment", "probability_neutral"]
+    frame = model.predict(pd.DataFrame(NLI_PAIRS, columns=["text_a", "text_b"]))
+    probabilities = frame[[f"probability_{label}" for label in NLI_LABELS]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-9)
+    assert list(frame["label"]) == [NLI_LABELS[i] for i in probabilities.argmax(axis=1)]
+    logits = keras_outputs(trained, *map(list, zip(*NLI_PAIRS)))
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5)
+    assert np.ptp(probabilities, axis=0).max() > 1e-5  # the texts reach the model
+    answers = predict_texts(model, NLI_PAIRS)
+    assert list(answers["label"]) == list(frame["label"])
+    np.testing.assert_allclose(answers["probability"], probabilities.max(axis=1))
+
+
+@pytest.fixture(scope="module")
+def stsb(store, tmp_path_factory):
+    """Three STS-B models promoted on dev mse: 0.50 (first), 0.40 (better), 0.45 (worse)."""
+    root = tmp_path_factory.mktemp("stsb")
+    versions = []
+    for seed, mse in enumerate((0.50, 0.40, 0.45)):
+        trained = write_trained(root / f"model-{seed}", "stsb", (), scale=20.0, seed=seed)
+        report = write_task_report(root / f"report-{seed}",
+                                   {"pearson": 0.8, "spearman": 0.79, "mse": mse})
+        versions.append((trained, register_task(store, trained, report, metric="mse")))
+    return versions
+
+
+def test_a_regression_model_serves_a_score(stsb, store):
+    trained, version = stsb[1]
+    model = served_model(store, "models:/bertflow-stsb@champion")
+    assert model.metadata.get_output_schema().input_names() == ["score"]
+    frame = model.predict(pd.DataFrame(NLI_PAIRS, columns=["text_a", "text_b"]))
+    assert list(frame.columns) == ["score"] and frame["score"].dtype == np.float64
+    expected = keras_outputs(trained, *map(list, zip(*NLI_PAIRS)))[:, 0]
+    np.testing.assert_allclose(frame["score"], expected, rtol=1e-5)
+    assert frame["score"].nunique() == len(NLI_PAIRS)
+    pd.testing.assert_frame_equal(predict_texts(model, NLI_PAIRS), frame)
+
+
+def test_a_lower_mse_promotes(stsb):
+    first, better, worse = (version for _, version in stsb)
+    assert (first.promoted, better.promoted, worse.promoted) == (True, True, False)
+    assert better.decision == "promoted: mse 0.4000 < champion v1 0.5000"
+    assert worse.decision == "not promoted: mse 0.4500 >= champion v2 0.4000"
+    assert worse.aliases == ("challenger",) and "champion" in better.aliases
+
+
+def test_a_single_sentence_model_takes_text_a_only(store, tmp_path):
+    trained = write_trained(tmp_path / "model", "sst2", ("0", "1"))
+    version = register_task(store, trained, write_task_report(tmp_path / "r", {"accuracy": 0.9}))
+    model = served_model(store, f"models:/{version.name}/{version.version}")
+    inputs = model.metadata.get_input_schema().inputs
+    assert [(c.name, c.required) for c in inputs] == [("text_a", True)]
+    sentences = ["a gripping , funny film", "the plot is a mess"]
+    frame = model.predict(pd.DataFrame({"text_a": sentences}))
+    logits = keras_outputs(trained, sentences, None)
+    np.testing.assert_allclose(frame["probability"], np.exp(logits[:, 1]) / np.exp(logits).sum(1),
+                               rtol=1e-5)
+    assert list(frame.columns) == ["label", "probability_0", "probability_1", "probability"]

@@ -1,0 +1,98 @@
+"""`bertflow predict` as a user runs it, on models of several tasks registered in a real store:
+each line answered with the label's name and its probability (a score for regression), one or
+two fields per line as the model reads, and the champion of `--task`'s model by default."""
+
+from __future__ import annotations
+
+import re
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tasks.config import RegistryConfig
+from tasks.mlflow_store import open_store, using_tracking_uri
+from tasks.promotion import register_and_promote
+from tasks.register import for_task_name, log_training_run
+from tests.fixtures import run_bertflow
+from tests.served_models import write_report, write_trained
+
+PAIRS = [("the company said its shares rose", "shares rose on monday"),
+         ("analysts expected lower sales", "profit reports beat forecasts")]
+MODELS = {"mrpc": (("0", "1"), "f1"), "rte": (("entailment", "not_entailment"), "accuracy"),
+          "sst2": (("0", "1"), "accuracy"), "stsb": ((), "pearson")}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A home whose store holds one champion per task in MODELS."""
+    root = tmp_path_factory.mktemp("predict")
+    home = root / "home"
+    for task, (labels, metric) in MODELS.items():
+        trained = write_trained(root / task / "model", task, labels, scale=20.0)
+        report = write_report(root / task / "report", {metric: 0.7})
+        cfg = for_task_name(RegistryConfig(), task)
+        client, experiment_id = open_store(cfg, home)
+        run_id = log_training_run(client, experiment_id, trained, report, {}, {}, [])
+        assert register_and_promote(client, run_id, report, cfg).promoted
+    return home
+
+
+def served(home, task: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """What the task's champion answers in this process, loaded as any MLflow user does."""
+    with using_tracking_uri(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"):
+        return mlflow.pyfunc.load_model(f"models:/bertflow-{task}@champion").predict(frame)
+
+
+def said(done) -> str:
+    """stderr as one line of words, out of the box the terminal draws around a usage error."""
+    return " ".join(re.sub("[\u2500-\u257f]", " ", done.stderr).split())
+
+
+def answered(done) -> list[list[str]]:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [line.split("\t") for line in done.stdout.strip().splitlines()]
+
+
+def test_a_pair_model_answers_label_names_and_their_probability(home):
+    lines = answered(run_bertflow(["predict", "--task", "rte"], home,
+                                  stdin="".join(f"{a}\t{b}\n" for a, b in PAIRS)))
+    expected = served(home, "rte", pd.DataFrame(PAIRS, columns=["text_a", "text_b"]))
+    assert [label for label, _ in lines] == list(expected["label"])
+    for (label, probability), row in zip(lines, expected.to_dict("records")):
+        assert float(probability) == pytest.approx(row[f"probability_{label}"], abs=1e-6)
+        assert float(probability) >= 0.5  # the likelier of two labels
+
+
+def test_mrpc_is_the_default_task_and_answers_as_before(home):
+    lines = answered(run_bertflow(["predict"], home, stdin=f"{PAIRS[0][0]}\t{PAIRS[0][1]}\n"))
+    [[label, probability]] = lines
+    expected = served(home, "mrpc", pd.DataFrame([PAIRS[0]], columns=["sentence1", "sentence2"]))
+    p = expected["probability"][0]  # that of "1", a paraphrase
+    assert label == ("1" if p >= 0.5 else "0")
+    assert float(probability) == pytest.approx(p if label == "1" else 1 - p, abs=1e-6)
+
+
+def test_a_single_sentence_model_reads_one_field_per_line(home):
+    sentences = ["a gripping , funny film", "the plot is a mess"]
+    lines = answered(run_bertflow(["predict", "--task", "sst2"], home,
+                                  stdin="".join(s + "\n" for s in sentences)))
+    expected = served(home, "sst2", pd.DataFrame({"text_a": sentences}))
+    assert [label for label, _ in lines] == list(expected["label"])
+
+    done = run_bertflow(["predict", "--task", "sst2"], home, stdin="a fine film\na\tb\n")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "line 2: the single-sentence model expects text_a, got 2 field(s)" in said(done)
+
+
+def test_a_regression_model_answers_a_score_per_line(home):
+    lines = answered(run_bertflow(["predict", "--task", "stsb"], home,
+                                  stdin="".join(f"{a}\t{b}\n" for a, b in PAIRS)))
+    expected = served(home, "stsb", pd.DataFrame(PAIRS, columns=["text_a", "text_b"]))
+    assert [float(score) for [score] in lines] == pytest.approx(list(expected["score"]),
+                                                                abs=1e-6)
+
+
+def test_an_unknown_task_is_refused_naming_the_tasks(home):
+    done = run_bertflow(["predict", "--task", "squad"], home, stdin="a\tb\n")
+    assert done.returncode != 0 and "'squad': one of mrpc, cola, sst2" in said(done)
