@@ -15,9 +15,10 @@ import typer
 from typer.core import TyperGroup
 
 from flows.options import (DEFAULT_HOME, Architecture, AsJson, BatchSize, Checkpoint,
-                           CheckpointSha, Config, ConfigHome, Epochs, Home, LearningRate,
-                           MaxSeqLength, Mirror, MrpcSource, NoCheckpoint, Seed, TrackingUri,
-                           load_config, overrides, use_home)
+                           CheckpointSha, Config, ConfigHome, DataSource, DevFile, Epochs, Home,
+                           LabelColumn, LearningRate, MaxSeqLength, Mirror, NoCheckpoint,
+                           Regression, Seed, TaskName, TestFile, TextA, TextB, TrackingUri,
+                           TrainFile, load_config, overrides, task_overrides, use_home)
 
 
 class _Commands(TyperGroup):
@@ -48,7 +49,7 @@ def fail(message: str, err: BaseException | None = None, verbose: bool = False):
 
 
 app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False,
-                  help="Fine-tune and ship a BERT sentence-pair classifier (GLUE MRPC).")
+                  help="Fine-tune and ship a BERT classifier: GLUE's tasks or your own files.")
 
 @contextmanager
 def _prefect_api_starting() -> Iterator[None]:
@@ -92,8 +93,10 @@ def main(verbose: Annotated[bool, typer.Option(
 
 
 @app.command()
-def run(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource = None,
-        mirror: Mirror = None, checkpoint: Checkpoint = None,
+def run(home: ConfigHome = None, config: Config = None, task: TaskName = None,
+        train: TrainFile = None, dev: DevFile = None, test: TestFile = None, text_a: TextA = None,
+        text_b: TextB = None, label: LabelColumn = None, regression: Regression = None,
+        source: DataSource = None, mirror: Mirror = None, checkpoint: Checkpoint = None,
         checkpoint_sha256: CheckpointSha = None, no_checkpoint: NoCheckpoint = False,
         architecture: Architecture = None,
         seed: Seed = None, learning_rate: LearningRate = None,
@@ -105,19 +108,21 @@ def run(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource 
     """Run the fine-tune flow: download -> validate -> tokenize -> train -> evaluate -> register."""
     _check_stages([rerun] if rerun else [], "--rerun")
     cfg = load_config(config, home, overrides(
-        mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
-        batch_size, max_seq_length, tracking_uri, seed=seed, learning_rate=learning_rate))
+        source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
+        batch_size, max_seq_length, tracking_uri, seed=seed, learning_rate=learning_rate,
+        task=dict(task=task, train=train, dev=dev, test=test, text_a=text_a, text_b=text_b,
+                  label=label, regression=regression)))
     home = use_home(Path(cfg.home))
     with _prefect_api_starting():
-        from flows.finetune import finetune_mrpc
+        from flows.finetune import finetune
         from flows.summary import summarize
 
-    _finish(summarize(finetune_mrpc(cfg, rerun=rerun, return_state=True), cfg), as_json)
+    _finish(summarize(finetune(cfg, rerun=rerun, return_state=True), cfg), as_json)
 
 
 @app.command()
-def sweep(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSource = None,
-          mirror: Mirror = None, checkpoint: Checkpoint = None,
+def sweep(home: ConfigHome = None, config: Config = None, task: TaskName = None,
+          source: DataSource = None, mirror: Mirror = None, checkpoint: Checkpoint = None,
           checkpoint_sha256: CheckpointSha = None, no_checkpoint: NoCheckpoint = False,
           architecture: Architecture = None,
           seed: Annotated[Optional[list[int]], typer.Option(
@@ -131,8 +136,8 @@ def sweep(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSourc
     """Fine-tune every learning rate with every seed under one MLflow parent run; report mean +/-
     sd per learning rate; register the best trial."""
     cfg = load_config(config, home, overrides(
-        mrpc_source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
-        batch_size, max_seq_length, tracking_uri))
+        source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
+        batch_size, max_seq_length, tracking_uri, task=dict(task=task)))
     home = use_home(Path(cfg.home))
     from tasks.config import SweepConfig
 
@@ -140,9 +145,9 @@ def sweep(home: ConfigHome = None, config: Config = None, mrpc_source: MrpcSourc
                                                          ("seeds", seed)) if v})
     with _prefect_api_starting():
         from flows.summary import summarize_sweep
-        from flows.sweep import sweep_mrpc
+        from flows.sweep import sweep as sweep_flow
 
-    _finish(summarize_sweep(sweep_mrpc(cfg, grid, return_state=True), cfg), as_json)
+    _finish(summarize_sweep(sweep_flow(cfg, grid, return_state=True), cfg), as_json)
 
 
 def _finish(summary: dict, as_json: bool) -> None:
@@ -189,16 +194,21 @@ def cache_clear(home: Home = DEFAULT_HOME,
 
 
 @app.command()
-def validate(mrpc_source: MrpcSource = None, mirror: Mirror = None, config: Config = None,
+def validate(task: TaskName = None, train: TrainFile = None, dev: DevFile = None,
+             test: TestFile = None, text_a: TextA = None, text_b: TextB = None,
+             label: LabelColumn = None, regression: Regression = None,
+             source: DataSource = None, mirror: Mirror = None, config: Config = None,
              home: ConfigHome = None):
-    """Download and validate MRPC only: check a new data drop before a scheduled run."""
-    cfg = load_config(config, home, {"data": {"mrpc_source": mrpc_source, "mirror": mirror}})
+    """Download and validate a task's files only: check a new data drop before a scheduled run."""
+    cfg = load_config(config, home, {
+        **task_overrides(task, train, dev, test, text_a, text_b, label, regression),
+        "data": {"source": source, "mirror": mirror}})
     home = use_home(Path(cfg.home))
     with _prefect_api_starting():
-        from flows.data import validate_mrpc
+        from flows.data import validate_data
         from flows.summary import error_message
 
-    state = validate_mrpc(cfg.data, str(home), return_state=True)
+    state = validate_data(cfg.data, str(home), cfg.task, return_state=True)
     if not state.is_completed():
         typer.echo(f"invalid: {error_message(state.result(raise_on_failure=False), cfg)}",
                    err=True)
@@ -208,30 +218,41 @@ def validate(mrpc_source: MrpcSource = None, mirror: Mirror = None, config: Conf
 
 @app.command()
 def predict(
-    pairs: Annotated[Optional[Path], typer.Argument(help="File of tab-separated sentence pairs "
-                                                         "(default: stdin).")] = None,
+    examples: Annotated[Optional[Path], typer.Argument(
+        help="File of one example per line: text_a, or text_a<TAB>text_b for a sentence-pair "
+             "model (default: stdin).")] = None,
     home: Home = DEFAULT_HOME,
     model_uri: Annotated[Optional[str], typer.Option(
-        help="An MLflow model URI, e.g. models:/bertflow-mrpc/2. Default: the champion in "
-             "--home's store.")] = None,
+        help="An MLflow model URI, e.g. models:/bertflow-rte/2. Default: the champion of "
+             "--task's model in --home's store.")] = None,
+    task: Annotated[str, typer.Option(
+        help="The task whose champion answers: bertflow-<task>.")] = "mrpc",
     tracking_uri: TrackingUri = None,
 ):
-    """Classify sentence pairs: one line per pair, `label<TAB>paraphrase probability`."""
+    """Classify text: one line per example, `label<TAB>probability of that label` (a regression
+    model: `score`)."""
     home = use_home(home)
+    from data_contracts.specs import BUILT_IN
     from tasks.config import RegistryConfig
-    from tasks.register import predict_pairs
+    from tasks.register import for_task_name, predict_texts, served_inputs
 
-    lines = (pairs.read_text(encoding="utf-8") if pairs else sys.stdin.read()).splitlines()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        fields = line.split("\t")
-        if len(fields) != 2:
-            raise typer.BadParameter(f"line {number}: expected sentence1<TAB>sentence2, "
-                                     f"got {len(fields)} field(s)")
-        rows.append((fields[0], fields[1]))
-    model = _load_model(model_uri, home, RegistryConfig(tracking_uri=tracking_uri))
-    for probability in predict_pairs(model, rows):
-        typer.echo(f"{int(probability >= 0.5)}\t{probability:.6f}")
+    if task not in (*BUILT_IN, "custom"):
+        raise typer.BadParameter(f"{task!r}: one of {', '.join(BUILT_IN)}, custom",
+                                 param_hint="--task")
+    lines = (examples.read_text(encoding="utf-8") if examples else sys.stdin.read()).splitlines()
+    cfg = for_task_name(RegistryConfig(tracking_uri=tracking_uri), task)
+    model = _load_model(model_uri, home, cfg)
+    columns = served_inputs(model)
+    rows = [tuple(line.split("\t")) for line in lines]
+    for number, fields in enumerate(rows, start=1):
+        if len(fields) != len(columns):
+            kind = "sentence-pair" if len(columns) == 2 else "single-sentence"
+            raise typer.BadParameter(f"line {number}: the {kind} model expects "
+                                     f"{'<TAB>'.join(columns)}, got {len(fields)} field(s)")
+    answers = predict_texts(model, rows)
+    for answer in answers.to_dict("records"):
+        typer.echo(f"{answer['score']:.6f}" if "score" in answer
+                   else f"{answer['label']}\t{answer['probability']:.6f}")
 
 
 def _load_model(model_uri: str | None, home: Path, cfg):

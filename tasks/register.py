@@ -226,12 +226,12 @@ def log_training_run(client, experiment_id: str, trained: TrainedModel, report: 
 # -- serving --------------------------------------------------------------------------------------
 
 def for_task_name(cfg: RegistryConfig, task: str) -> RegistryConfig:
-    """`cfg` with a built-in task's defaults filled in (its model: bertflow-<task>).
+    """`cfg` naming the task's model (bertflow-<task>) unless it names one already.
 
     >>> for_task_name(RegistryConfig(), "rte").model_name
     'bertflow-rte'
     """
-    return cfg.for_task(task_spec(TaskConfig(name=task)))
+    return cfg.model_copy(update={"model_name": cfg.model_name or f"bertflow-{task}"})
 
 
 def load_model(model_uri: str | None, home: Path, cfg: RegistryConfig, task: str | None = None):

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from tasks.config import RegistryConfig, SweepConfig
 from tasks.records import EvalReport, ModelVersion, TrainedModel
 from tasks.mlflow_store import TransientRegistryError, open_store, tracking_uri, transient_errors
+from tasks.promotion import lower_is_better
 from tasks.retry import retry_on
 
 REPORTED = ("accuracy", "f1", "roc_auc")
@@ -75,10 +76,11 @@ def setting_stats(trials: list[Trial], metrics: tuple[str, ...] = REPORTED) -> l
 
 
 def best_trial(trials: list[Trial], metric: str) -> Trial:
-    """The highest dev `metric` among trials that did not collapse (among all when every one did;
+    """The best dev `metric` (highest; lowest for a loss) among trials that did not collapse (among all when every one did;
     register then records it as collapsed and does not promote it). Ties go to the earlier one."""
     healthy = [t for t in trials if not t.report.collapsed] or trials
-    return max(healthy, key=lambda t: t.report.metrics[metric])
+    sign = -1 if lower_is_better(metric) else 1
+    return max(healthy, key=lambda t: sign * t.report.metrics[metric])
 
 
 def sweep_markdown(rows: list[dict], best: Trial, metric: str) -> str:
