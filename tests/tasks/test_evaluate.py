@@ -1,210 +1,101 @@
-"""The evaluate stage: metrics checked by hand, the collapse verdict, GLUE's file formats byte for
-byte, real PNGs, and a whole report from a tiny random model on real shards."""
+"""The evaluate stage end to end, the report folder a user opens: MRPC over the project's own
+download and tokenize code; CoLA-, RTE-, MNLI-, STS-B- and custom-shaped tasks over shards written
+to the manifest contract (tests/tasks/eval_fixtures.py); and its failure modes."""
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
-from matplotlib.image import imread
+from scipy import stats
 
-from tasks.config import DataConfig, EvalConfig, ModelConfig, RowBounds
-from tasks.download import download_data
-from tasks.evaluate import (collapse_check, confusion, dev_metrics, evaluate_model,
-                            plot_confusion, plot_loss, plot_pr, plot_roc, summary_markdown,
-                            write_dev_predictions, write_glue_submission, write_test_results)
-from tasks.fingerprint import sha256_file
+from tasks.config import EvalConfig, ModelConfig
+from tasks.evaluate import eval_plan, evaluate_model
 from tasks.fingerprint import SEAL
-from tasks.records import TrainedModel
-from tasks.tokenize import tokenize_splits
-from tests.fixtures import tiny_vocab, write_msr_files, write_release_zip
+from tasks.records import Shards, TrainedModel
+from tests.tasks.eval_fixtures import (NLI, STANDARD, assert_real_png, tiny_model, write_cola,
+                                       write_contract_shards)
 
-# Ten dev examples: 6 positives, 4 negatives. At 0.5: TP 4, FN 2, FP 1, TN 3.
-LABELS = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
-P_POSITIVE = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.55, 0.2, 0.1, 0.35])
-PROBS = np.stack([1 - P_POSITIVE, P_POSITIVE], axis=1)
-HISTORY = {"steps": [1, 2, 3, 4], "loss": [0.71, 0.69, 0.66, 0.62],
-           "learning_rate": [1e-5, 2e-5, 1e-5, 0.0],
-           "epochs": [{"epoch": 1, "step": 2, "loss": 0.70, "accuracy": 0.5},
-                      {"epoch": 2, "step": 4, "loss": 0.64, "accuracy": 0.6}],
-           "resumed_from_step": None, "examples_per_second": 55.0}
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def test_metrics_on_a_hand_checked_example():
-    m = dev_metrics(LABELS, PROBS)
-    assert m["accuracy"] == pytest.approx(7 / 10)
-    assert m["precision"] == pytest.approx(4 / 5)
-    assert m["recall"] == pytest.approx(4 / 6)
-    assert m["f1"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 2))  # 2TP / (2TP + FP + FN)
-    assert m["majority_baseline"] == pytest.approx(6 / 10)
-    assert m["positive_share"] == pytest.approx(5 / 10)
-    assert m["examples"] == 10
-    # 21 of the 24 (positive, negative) pairs rank the positive higher.
-    assert m["roc_auc"] == pytest.approx(21 / 24)
-    p_true = [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.45, 0.8, 0.9, 0.65]
-    assert m["loss"] == pytest.approx(-np.mean(np.log(p_true)))
-    assert confusion(LABELS, PROBS.argmax(axis=1)) == [[3, 1], [2, 4]]  # [[tn, fp], [fn, tp]]
-
-
-def test_confusion_with_three_labels():
-    assert confusion([0, 1, 2, 2], [0, 2, 2, 1], num_labels=3) == [[1, 0, 0], [0, 0, 1],
-                                                                   [0, 1, 1]]
-
-
-def test_a_model_that_beats_the_baseline_is_not_collapsed():
-    assert collapse_check(dev_metrics(LABELS, PROBS), PROBS.argmax(axis=1), 0.95) is None
-
-
-def test_a_constant_predictor_is_collapsed():
-    probs = np.tile([0.3, 0.7], (10, 1))
-    reason = collapse_check(dev_metrics(LABELS, probs), probs.argmax(axis=1), 0.95)
-    assert "predicts label 1 for 100.0% of dev examples" in reason
-    assert "does not beat the majority baseline 0.6000" in reason
-
-
-def test_mrpc_dev_at_exactly_the_baseline_is_collapsed():
-    # MRPC dev: 279 of 408 pairs are paraphrases; always saying "paraphrase" scores 0.6838, as
-    # google-research/bert's run from scratch did.
-    labels = np.array([1] * 279 + [0] * 129)
-    probs = np.tile([0.2, 0.8], (408, 1))
-    m = dev_metrics(labels, probs)
-    assert round(m["majority_baseline"], 4) == 0.6838 and m["accuracy"] == m["majority_baseline"]
-    assert "accuracy 0.6838 does not beat the majority baseline 0.6838" in collapse_check(
-        m, probs.argmax(axis=1), 0.95)
-
-
-def test_mixed_predictions_at_the_baseline_are_collapsed():
-    predictions = np.array([1, 1, 1, 1, 0, 0, 1, 1, 0, 0])  # 6 of 10 right, 60% positive
-    probs = np.eye(2)[predictions]
-    reason = collapse_check(dev_metrics(LABELS, probs), predictions, 0.95)
-    assert reason == "accuracy 0.6000 does not beat the majority baseline 0.6000"
-
-
-def test_one_class_dev_does_not_crash(tmp_path):
-    labels = np.ones(4, int)
-    probs = np.array([[0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.1, 0.9]])
-    m = dev_metrics(labels, probs)
-    assert math.isnan(m["roc_auc"])  # undefined with no negative example
-    assert m["accuracy"] == 0.75 and m["majority_baseline"] == 1.0 and m["recall"] == 0.75
-    assert collapse_check(m, probs.argmax(axis=1), 0.95) is not None
-    plot_roc(labels, probs, tmp_path / "roc.png")
-    plot_pr(labels, probs, tmp_path / "pr.png")
-    assert (tmp_path / "roc.png").read_bytes()[:8] == PNG_MAGIC
-
-
-def test_test_results_and_glue_submission_byte_exact(tmp_path):
-    probs = np.array([[0.25, 0.75], [0.5, 0.5], [0.875, 0.125]])
-    write_test_results(probs, tmp_path / "test_results.tsv")
-    write_glue_submission(probs, ("0", "1"), tmp_path / "MRPC.tsv")
-    assert (tmp_path / "test_results.tsv").read_bytes() == b"0.25\t0.75\n0.5\t0.5\n0.875\t0.125\n"
-    assert (tmp_path / "MRPC.tsv").read_bytes() == b"index\tprediction\n0\t1\n1\t0\n2\t0\n"
-
-
-def test_test_results_write_float32_as_run_classifier_did(tmp_path):
-    write_test_results(np.array([[0.1, 0.9]]), tmp_path / "t.tsv")
-    assert (tmp_path / "t.tsv").read_text() == "0.1\t0.9\n"  # not 0.10000000149011612
-
-
-def test_dev_predictions(tmp_path):
-    write_dev_predictions(["dev-1", "dev-2"], np.array([1, 0]), PROBS[6:8].copy(),
-                          tmp_path / "dev.tsv")
-    assert (tmp_path / "dev.tsv").read_text().splitlines() == [
-        "guid\tlabel\tp_positive\tprediction", "dev-1\t1\t0.550000\t1", "dev-2\t0\t0.200000\t0"]
-
-
-def _assert_real_png(path: Path) -> None:
-    assert path.read_bytes()[:8] == PNG_MAGIC, path
-    assert path.stat().st_size > 5_000, path
-    pixels = imread(path)
-    assert pixels.shape[0] > 200 and pixels.shape[1] > 200 and pixels.std() > 0.05, path
-
-
-def test_plots_are_real_pngs(tmp_path):
-    plot_confusion([[3, 1], [2, 4]], ("0", "1"), tmp_path / "confusion_matrix.png")
-    plot_roc(LABELS, PROBS, tmp_path / "roc_curve.png")
-    plot_pr(LABELS, PROBS, tmp_path / "pr_curve.png")
-    plot_loss(HISTORY, tmp_path / "loss_curve.png")
-    for path in tmp_path.iterdir():
-        _assert_real_png(path)
-
-
-def test_summary_markdown():
-    m = dev_metrics(LABELS, PROBS)
-    text = summary_markdown(m, [[3, 1], [2, 4]], None, HISTORY, ("0", "1"))
-    assert "| accuracy | 0.7000 | 0.6000 |" in text and "| f1 | 0.7273 |  |" in text
-    assert "| 0 | 3 | 1 |" in text and "| 1 | 2 | 4 |" in text
-    assert "4 steps in 2 epochs, 55.0 examples/s." in text and "Warning" not in text
-    warned = summary_markdown(m, [[3, 1], [2, 4]], "predicts label 1 for 99.0% of dev examples",
-                              HISTORY)
-    assert "**Warning: collapsed model:** predicts label 1 for 99.0% of dev examples." in warned
+MRPC_FILES = {"metrics.json", "dev_predictions.tsv", "test_results.tsv", "MRPC.tsv",
+              "confusion_matrix.png", "roc_curve.png", "pr_curve.png", "loss_curve.png",
+              "summary.md"}
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """Real shards from the project's tokenize code, and a tiny random classifier saved beside a
-    history.json as the train stage leaves them."""
-    import keras
-
-    from bert_core.config import BertConfig
-    from bert_core.model import BertBackbone, BertClassifier
-
-    root = tmp_path_factory.mktemp("evaluate")
-    data = DataConfig(mrpc_source=str(write_msr_files(root / "msr", train_rows=40, dev_every=3)),
-                      checkpoint=str(write_release_zip(root / "tiny.zip")), shard_size=4,
-                      row_bounds=RowBounds(train=(1, 100), dev=(1, 100), test=(1, 100)))
-    raw = download_data(data, root / "home")
-    shards = tokenize_splits(raw, data, ModelConfig(max_seq_length=32), root / "home")
-    keras.utils.set_random_seed(0)
-    model = BertClassifier(BertBackbone(BertConfig(
-        vocab_size=len(tiny_vocab()), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64)))
-    model_dir = root / "model"
-    model_dir.mkdir()
-    model.save(model_dir / "model.keras")
-    (model_dir / "history.json").write_text(json.dumps(HISTORY))
-    trained = TrainedModel(model_dir=str(model_dir),
-                           model_sha256=sha256_file(model_dir / "model.keras"), steps=4,
-                           seconds=1.0, init="scratch", max_seq_length=32, do_lower_case=True,
-                           labels=("0", "1"))
-    return trained, shards
+def cola(tmp_path_factory):
+    return write_cola(tmp_path_factory.mktemp("cola"))
 
 
-REPORT_FILES = {"metrics.json", "dev_predictions.tsv", "test_results.tsv", "MRPC.tsv",
-                "confusion_matrix.png", "roc_curve.png", "pr_curve.png", "loss_curve.png",
-                "summary.md"}
+@pytest.fixture(scope="module")
+def mrpc(tiny_sources, tmp_path_factory):
+    """Real shards from the project's own download and tokenize code."""
+    from tasks.download import download_data
+    from tasks.tokenize import tokenize_splits
+
+    root = tmp_path_factory.mktemp("mrpc")
+    raw = download_data(tiny_sources, root / "home")
+    shards = tokenize_splits(raw, tiny_sources, ModelConfig(max_seq_length=32), root / "home")
+    return tiny_model(root / "model", ("0", "1")), shards
 
 
-def test_evaluate_model_writes_the_whole_report_once(inputs, tmp_path):
-    trained, shards = inputs
+def read_tsv(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in path.read_text().splitlines()]
+
+
+def test_the_plan_reads_the_manifest():
+    manifest = {"task": "mnli", "labels": list(NLI), "positive": None,
+                "submission": {"test": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+                "splits": {"train": {"role": "train", "labeled": True},
+                           "dev_mismatched": {"role": "eval", "labeled": True},
+                           "dev": {"role": "eval", "labeled": True},
+                           "test_mismatched": {"role": "test", "labeled": False},
+                           "test": {"role": "test", "labeled": False}}}
+    plan = eval_plan(manifest)
+    assert plan.evals == ("dev", "dev_mismatched") and plan.tests == ("test", "test_mismatched")
+    assert plan.positive is None and not plan.regression
+    assert [plan.results_file(s) for s in plan.tests] == ["test_results.tsv",
+                                                          "test_results_test_mismatched.tsv"]
+    custom = {**manifest, "labels": ["good", "bad"], "positive": "bad", "splits": {
+        "train": {"role": "train", "labeled": True}, "dev": {"role": "eval", "labeled": True}}}
+    assert eval_plan(custom).positive == 1 and eval_plan(custom).tests == ()
+    no_dev = {**manifest, "splits": {"train": {"role": "train", "labeled": True}}}
+    with pytest.raises(ValueError, match="no labeled dev split"):
+        eval_plan(no_dev)
+
+
+def test_mrpc_writes_the_whole_report_once(mrpc, tmp_path):
+    trained, shards = mrpc
     out = tmp_path / "reports" / "abc"
     report = evaluate_model(trained, shards, EvalConfig(batch_size=4), out)
 
     assert report.report_dir == str(out)
-    assert {p.name for p in out.iterdir()} == REPORT_FILES | {SEAL}  # sealed: whole
+    assert {p.name for p in out.iterdir()} == MRPC_FILES | {SEAL}  # sealed: whole
     assert [p.name for p in out.parent.iterdir()] == ["abc"]  # no temp folder left beside it
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == {"metrics": report.metrics, "confusion_matrix": report.confusion_matrix,
-                     "collapsed": report.collapsed, "collapse_reason": report.collapse_reason}
+                     "collapsed": report.collapsed, "collapse_reason": report.collapse_reason,
+                     "splits": {}}
     assert report.collapsed == (report.collapse_reason is not None)
-    dev_rows = (out / "dev_predictions.tsv").read_text().splitlines()[1:]
-    assert [r.split("\t")[0] for r in dev_rows] == [f"dev-{i}" for i in range(1, 14)]  # in order
-    assert report.metrics["examples"] == shards.rows["dev"] == 13
-    assert sum(map(sum, report.confusion_matrix)) == 13
+    assert {"accuracy", "f1", "precision", "recall", "roc_auc", "loss", "majority_baseline",
+            "positive_share", "examples", "macro_f1", "mcc", "f1_0", "f1_1"} <= set(report.metrics)
+    dev = read_tsv(out / "dev_predictions.tsv")
+    assert dev[0] == ["guid", "label", "p_0", "p_1", "prediction"]
+    rows = shards.rows["dev"]
+    assert [r[0] for r in dev[1:]] == [f"dev-{i}" for i in range(1, rows + 1)]  # manifest order
+    assert report.metrics["examples"] == rows and sum(map(sum, report.confusion_matrix)) == rows
     test_lines = (out / "test_results.tsv").read_text().splitlines()
     assert len(test_lines) == shards.rows["test"] == 8
     assert all(sum(map(float, line.split("\t"))) == pytest.approx(1, abs=1e-6)
                for line in test_lines)
     glue = (out / "MRPC.tsv").read_text().splitlines()
     assert glue[0] == "index\tprediction" and len(glue) == 1 + shards.rows["test"]
+    assert (out / "summary.md").read_text().startswith("# mrpc evaluation\n")
     for name in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png", "loss_curve.png"):
-        _assert_real_png(out / name)
+        assert_real_png(out / name)
 
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     again = evaluate_model(trained, shards, EvalConfig(batch_size=4), out)
@@ -212,86 +103,151 @@ def test_evaluate_model_writes_the_whole_report_once(inputs, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # nothing rewritten
 
 
-def test_predictions_do_not_depend_on_batch_size(inputs, tmp_path):
-    trained, shards = inputs
-    a = evaluate_model(trained, shards, EvalConfig(batch_size=3), tmp_path / "a")
-    b = evaluate_model(trained, shards, EvalConfig(batch_size=64), tmp_path / "b")
-    assert a.confusion_matrix == b.confusion_matrix
-    assert a.metrics["loss"] == pytest.approx(b.metrics["loss"], rel=1e-5)
+def test_a_binary_task_names_its_submission_from_the_manifest(cola, tmp_path):
+    trained, shards = cola
+    report = evaluate_model(trained, shards, EvalConfig(batch_size=4), tmp_path / "r")
+    out = Path(report.report_dir)
+    assert {p.name for p in out.iterdir()} == (MRPC_FILES - {"MRPC.tsv"}) | {"CoLA.tsv", SEAL}
+    assert (out / "summary.md").read_text().startswith("# cola evaluation\n")
+    dev = read_tsv(out / "dev_predictions.tsv")[1:]
+    truth = [int(row[1]) for row in dev]
+    predicted = [int(row[4]) for row in dev]
+    from sklearn.metrics import matthews_corrcoef
+    assert report.metrics["mcc"] == pytest.approx(matthews_corrcoef(truth, predicted))
+    assert report.metrics["accuracy"] == pytest.approx(np.mean(np.equal(truth, predicted)))
 
 
-EVALUATE_ALONE = """
-import sys
-from pathlib import Path
-from tasks.config import EvalConfig
-from tasks.evaluate import evaluate_model
-from tasks.records import TrainedModel
-from tasks.tokenize import Shards
-trained, shards = TrainedModel.model_validate_json(sys.argv[1]), Shards.model_validate_json(sys.argv[2])
-report = evaluate_model(trained, shards, EvalConfig(batch_size=4), Path(sys.argv[3]))
-print(int(report.metrics["examples"]), "bert_core.optimizer" in sys.modules)
-"""
+def test_rte_string_labels_and_the_entailment_class(tmp_path):
+    labels = ("entailment", "not_entailment")
+    shards = write_contract_shards(tmp_path / "shards", "rte", labels, STANDARD,
+                                   positive="entailment", submission={"test": "RTE.tsv"}, seed=3)
+    trained = tiny_model(tmp_path / "model", labels, seed=3)
+    report = evaluate_model(trained, shards, EvalConfig(batch_size=4), tmp_path / "r")
+    out = Path(report.report_dir)
+    dev = read_tsv(out / "dev_predictions.tsv")
+    assert dev[0] == ["guid", "label", "p_entailment", "p_not_entailment", "prediction"]
+    assert {row[1] for row in dev[1:]} <= set(labels) and {row[4] for row in dev[1:]} <= set(labels)
+    entailed = [row[4] == "entailment" for row in dev[1:]]
+    assert report.metrics["positive_share"] == pytest.approx(np.mean(entailed))
+    assert {"f1_entailment", "f1_not_entailment"} <= set(report.metrics)
+    assert {line.split("\t")[1] for line in (out / "RTE.tsv").read_text().splitlines()[1:]} \
+        <= set(labels)
 
 
-def test_a_trained_model_evaluates_in_a_process_that_never_trained(inputs, tmp_path):
-    """As in a rerun whose train task is cached (or a second run that found the first one's
-    model): the file carries the compiled AdamWeightDecay, and nothing in the process has
-    imported the module that registers it."""
-    import keras
-
-    from bert_core.optimizer import create_optimizer
-
-    trained, shards = inputs
-    model = keras.saving.load_model(trained.keras_file)
-    model.compile(optimizer=create_optimizer(2e-5, 10, 1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model_dir = tmp_path / "model"
-    shutil.copytree(trained.model_dir, model_dir)
-    model.save(model_dir / "model.keras")
-    compiled = trained.model_copy(update={"model_dir": str(model_dir)})
-
-    done = subprocess.run([sys.executable, "-c", EVALUATE_ALONE, compiled.model_dump_json(),
-                           shards.model_dump_json(), str(tmp_path / "report")],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == [str(shards.rows["dev"]), "False"]
-
-
-def test_dynamic_padding_predicts_what_padding_to_max_length_predicts(inputs):
-    """Each length-sorted batch cut to its own longest pair gives the probabilities of the plain
-    padded-to-32 prediction, row for row in manifest order; and it really cut the batches."""
-    import keras
-
-    from bert_core.inputs import read_split
-    from bert_core.model import softmax
-    from bert_core.predict import length_batches, predict_padded
-    from tasks.evaluate import predict_split
-
-    trained, shards = inputs
-    model = keras.saving.load_model(trained.keras_file, compile=False)
-    for split in ("dev", "test"):
-        data = read_split(shards.shard_dir, split)
-        features, labels, guids = data.features, data.labels, data.guids
-        probs, same_labels, same_guids = predict_split(model, shards, split, batch_size=4)
-        padded = softmax(predict_padded(model, features, batch_size=4))
-        np.testing.assert_allclose(probs, padded, rtol=0, atol=1e-5)
-        assert same_guids == guids and (same_labels is None) == (labels is None)
-        widths = [w for _, w in length_batches(features.input_mask.sum(axis=1), 4, 32)]
-        assert features.input_ids.shape[1] == 32 and min(widths) < 32, widths
+def test_mnli_evaluates_both_dev_splits_and_predicts_both_test_splits(tmp_path):
+    splits = {"train": ("train", 12), "dev": ("eval", 9), "dev_mismatched": ("eval", 7),
+              "test": ("test", 6), "test_mismatched": ("test", 5)}
+    shards = write_contract_shards(
+        tmp_path / "shards", "mnli", NLI, splits, seed=1,
+        submission={"test": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"})
+    trained = tiny_model(tmp_path / "model", NLI, seed=1)
+    report = evaluate_model(trained, shards, EvalConfig(batch_size=4), tmp_path / "r")
+    out = Path(report.report_dir)
+    assert {p.name for p in out.iterdir()} == {
+        "metrics.json", "dev_predictions.tsv", "dev_mismatched_predictions.tsv",
+        "test_results.tsv", "test_results_test_mismatched.tsv", "MNLI-m.tsv", "MNLI-mm.tsv",
+        "confusion_matrix.png", "loss_curve.png", "summary.md", SEAL}  # no ROC/PR: 3 classes
+    assert report.metrics["examples"] == 9 and list(report.splits) == ["dev_mismatched"]
+    mismatched = report.splits["dev_mismatched"]
+    assert mismatched["examples"] == 7 and {"accuracy", "macro_f1", "mcc"} <= set(mismatched)
+    assert len(report.confusion_matrix) == 3 and sum(map(sum, report.confusion_matrix)) == 9
+    assert len((out / "MNLI-mm.tsv").read_text().splitlines()) == 1 + 5
+    assert len(read_tsv(out / "test_results_test_mismatched.tsv")[0]) == 3  # 3 probabilities
+    rows = read_tsv(out / "dev_mismatched_predictions.tsv")[1:]
+    right = [row[1] == row[5] for row in rows]
+    assert mismatched["accuracy"] == pytest.approx(np.mean(right))
+    assert "| metric | dev | majority baseline | dev_mismatched | majority baseline |" in \
+        (out / "summary.md").read_text()
 
 
-def test_a_large_split_logs_its_progress(inputs):
-    """13 dev pairs in batches of 1: more than 10 batches, so a line after 10 and at the end."""
-    import keras
+def test_stsb_regression_scores_pearson_spearman_and_a_scatter(tmp_path):
+    shards = write_contract_shards(tmp_path / "shards", "stsb", (), STANDARD, seed=2,
+                                   submission={"test": "STS-B.tsv"})
+    written = pq.read_table(tmp_path / "shards" / "dev-00000.parquet")["label"].to_pylist()
+    trained = tiny_model(tmp_path / "model", (), spread=1e4)
+    report = evaluate_model(trained, shards, EvalConfig(batch_size=4), tmp_path / "r")
+    out = Path(report.report_dir)
+    assert {p.name for p in out.iterdir()} == {
+        "metrics.json", "dev_predictions.tsv", "test_results.tsv", "STS-B.tsv", "scatter.png",
+        "loss_curve.png", "summary.md", SEAL}
+    assert report.confusion_matrix == [] and "accuracy" not in report.metrics
+    dev = read_tsv(out / "dev_predictions.tsv")
+    assert dev[0] == ["guid", "label", "score"]
+    truth, scores = (np.array([float(row[i]) for row in dev[1:]]) for i in (1, 2))
+    np.testing.assert_allclose(truth[:4], written, rtol=1e-6)  # true scores, not truncated
+    assert report.metrics["pearson"] == pytest.approx(stats.pearsonr(truth, scores)[0], abs=1e-4)
+    assert report.metrics["mse"] == pytest.approx(np.mean((truth - scores) ** 2), abs=1e-4)
+    assert report.metrics["mean_baseline_mse"] == pytest.approx(np.var(truth), rel=1e-4)
+    # An untrained regressor does not beat always predicting dev's mean.
+    assert report.collapsed and "constant mean predictor" in report.collapse_reason
+    submission = read_tsv(out / "STS-B.tsv")
+    assert len(submission) == 9 and all(len(row[1].split(".")[1]) == 3 for row in submission[1:])
+    assert_real_png(out / "scatter.png")
+    assert (out / "summary.md").read_text().startswith("# stsb evaluation\n")
 
-    from tasks.evaluate import predict_split
 
-    trained, shards = inputs
-    model = keras.saving.load_model(trained.keras_file, compile=False)
-    lines = []
-    predict_split(model, shards, "dev", batch_size=1, log=lines.append)
-    assert [line.split(",")[0] for line in lines] == ["dev 10/13 (77%)", "dev 13/13 (100%)"]
-    assert all(" pairs/s, ETA " in line for line in lines), lines
-    quiet = []
-    predict_split(model, shards, "dev", batch_size=4, log=quiet.append)  # 4 batches: no lines
-    assert quiet == []
+def test_a_custom_task_without_a_glue_name_writes_no_submission(tmp_path):
+    labels = ("bad", "good", "great!")
+    shards = write_contract_shards(tmp_path / "shards", "custom", labels, STANDARD, seed=4)
+    report = evaluate_model(tiny_model(tmp_path / "model", labels, seed=4), shards,
+                            EvalConfig(batch_size=4), tmp_path / "r")
+    assert {p.name for p in Path(report.report_dir).iterdir()} == {
+        "metrics.json", "dev_predictions.tsv", "test_results.tsv", "confusion_matrix.png",
+        "loss_curve.png", "summary.md", SEAL}
+    assert "f1_great_" in report.metrics  # the name made a metric key
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_task_shows_a_table_in_the_prefect_ui(tmp_path):
+    """A classifier's dev confusion matrix under its label names; a regressor's metrics, with a
+    column per evaluation split."""
+    from prefect import flow
+
+    from tasks.evaluate import evaluate
+    from tests.artifacts import flow_artifact
+
+    @flow
+    def run(trained: TrainedModel, shards: Shards) -> tuple[str, dict]:
+        from prefect.runtime import flow_run
+
+        report = evaluate(trained, shards, EvalConfig(batch_size=4), str(tmp_path / "home"))
+        return flow_run.id, report.metrics
+
+    splits = {**STANDARD, "dev_other": ("eval", 5)}
+    stsb = write_contract_shards(tmp_path / "stsb", "stsb", (), splits, seed=5)
+    flow_run_id, metrics = run(tiny_model(tmp_path / "stsb-model", (), spread=1e4), stsb)
+    rows = {row["metric"]: row for row in flow_artifact(flow_run_id, "dev-metrics")}
+    assert rows["pearson"]["dev"] == pytest.approx(metrics["pearson"])
+    assert rows["examples"]["dev"] == 13 and rows["examples"]["dev_other"] == 5
+    mnli = write_contract_shards(tmp_path / "mnli", "mnli", NLI, STANDARD, seed=6)
+    flow_run_id, _ = run(tiny_model(tmp_path / "mnli-model", NLI, seed=6), mnli)
+    confusion = flow_artifact(flow_run_id, "confusion-matrix")
+    assert [row["true"] for row in confusion] == list(NLI)
+    assert sum(row[f"predicted {label}"] for row in confusion for label in NLI) == 13
+
+
+def test_a_model_of_other_labels_is_refused(cola, tmp_path):
+    _, shards = cola
+    trained = tiny_model(tmp_path / "model", NLI)
+    with pytest.raises(ValueError, match=r"predicts labels \('contradiction'"):
+        evaluate_model(trained, shards, EvalConfig(batch_size=4), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_classifier_on_a_regression_task_is_refused(tmp_path):
+    shards = write_contract_shards(tmp_path / "shards", "stsb", (), STANDARD)
+    trained = tiny_model(tmp_path / "model", (), outputs=2)
+    with pytest.raises(ValueError, match="the model outputs 2 values an example"):
+        evaluate_model(trained, shards, EvalConfig(batch_size=4), tmp_path / "r")
+
+
+def test_a_report_that_fails_halfway_leaves_nothing(cola, tmp_path):
+    trained, shards = cola
+    broken = tmp_path / "model"
+    shutil.copytree(trained.model_dir, broken)
+    (broken / "history.json").write_text("{}")  # the loss plot finds no steps
+    out = tmp_path / "reports" / "abc"
+    with pytest.raises(KeyError):
+        evaluate_model(trained.model_copy(update={"model_dir": str(broken)}), shards,
+                       EvalConfig(batch_size=4), out)
+    assert list(out.parent.iterdir()) == []  # neither the report nor its temp folder
