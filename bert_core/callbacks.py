@@ -170,21 +170,37 @@ class StepHistory(_PerUpdate):
 
 class DevEvaluation(keras.callbacks.Callback):
     """At each epoch's end (with `eval_every_steps`, an epoch is that many steps): the dev
-    split's loss and accuracy, added to the epoch's logs as `val_loss` and `val_accuracy` for
-    the callbacks after it (EarlyStopping, StepHistory), and logged."""
+    split's `dev_scores`, added to the epoch's logs as `val_loss` (and `val_accuracy` for a
+    classifier) for the callbacks after it (EarlyStopping, StepHistory), and logged."""
 
     def __init__(self, dev: Split, log: Callable[[str], None], batch_size: int = 64):
         super().__init__()
         self.dev, self.log, self.batch_size = dev, log, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = predict_logits(self.model, self.dev.features, self.batch_size).astype(np.float64)
-        labels = self.dev.labels
-        loss = float(np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]))
-        accuracy = float(np.mean(logits.argmax(axis=1) == labels))
+        logits = predict_logits(self.model, self.dev.features, self.batch_size)
+        scores = dev_scores(logits, self.dev.labels)
         if logs is not None:
-            logs.update(val_loss=loss, val_accuracy=accuracy)
-        self.log(f"step {optimizer_step(self.model)}: dev loss {loss:.4f}, accuracy {accuracy:.4f}")
+            logs.update({f"val_{name}": value for name, value in scores.items()})
+        self.log(f"step {optimizer_step(self.model)}: dev "
+                 + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+
+
+def dev_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The training loss on a labeled split, in float64: mean cross-entropy and accuracy for
+    class ids, mean squared error for float scores (a 1-unit head's outputs, no accuracy).
+
+    >>> scores = dev_scores(np.array([[0.0, 0.0], [2.0, 0.0]]), np.array([1, 0]))
+    >>> {name: round(value, 4) for name, value in scores.items()}  # (ln 2 + ln(1 + e^-2)) / 2
+    {'loss': 0.41, 'accuracy': 0.5}
+    >>> dev_scores(np.array([[1.0], [3.0]]), np.array([2.0, 3.0], np.float32))
+    {'loss': 0.5}
+    """
+    logits = logits.astype(np.float64)
+    if labels.dtype.kind == "f":
+        return {"loss": float(np.mean((logits[:, 0] - labels) ** 2))}
+    loss = np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels])
+    return {"loss": float(loss), "accuracy": float(np.mean(logits.argmax(axis=1) == labels))}
 
 
 def next_learning_rate(model: keras.Model) -> float:

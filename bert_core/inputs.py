@@ -11,7 +11,11 @@ is emitted when it holds a batch). Batch i is a pure function of the seed, so a 
 continues with exactly the batches it would have seen, on either backend.
 
 A split is held in memory as three int32 arrays (n, max_seq_length): 1.5 KB a row at 128, e.g.
-600 MB for MNLI's 393k training pairs.
+600 MB for MNLI's 393k training pairs. Labels are int32 class ids, or float32 scores when the
+manifest says the task is a regression (STS-B).
+
+With per-row `weights` (`balanced_weights`: CoLA's 70/30 classes weighted alike) each batch is
+Keras' `(features, labels, sample_weights)`, else `(features, labels)`.
 """
 
 from __future__ import annotations
@@ -29,16 +33,24 @@ import pyarrow.parquet as pq
 
 from bert_core.features import FEATURE_NAMES, Features
 
-Batch = tuple[dict[str, np.ndarray], np.ndarray]  # (features cut to the batch's width, labels)
+# (features cut to the batch's width, labels[, sample weights]): what Keras' `fit` reads
+Batch = tuple[dict[str, np.ndarray], np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray,
+                                                         np.ndarray]
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split of the shards: its features, labels (None when unlabeled) and example ids."""
+    """One split of the shards: its features, labels (None when unlabeled) and example ids.
+    Float labels are a regression task's scores, integer ones class ids."""
 
     features: Features
     labels: np.ndarray | None
     guids: list[str]
+
+    @property
+    def regression(self) -> bool:
+        """Whether the labels are scores (float) rather than class ids."""
+        return self.labels is not None and self.labels.dtype.kind == "f"
 
     @property
     def lengths(self) -> np.ndarray:
@@ -47,7 +59,8 @@ class Split:
 
 
 def read_split(shard_dir: str | Path, split: str) -> Split:
-    """Every shard of `split` listed in `shard_dir`/manifest.json, in order."""
+    """Every shard of `split` listed in `shard_dir`/manifest.json, in order; the labels float32
+    when the manifest says `regression`, else int32."""
     shard_dir = Path(shard_dir)
     manifest = json.loads((shard_dir / "manifest.json").read_text())
     entry, width = manifest["splits"][split], manifest["max_seq_length"]
@@ -58,7 +71,7 @@ def read_split(shard_dir: str | Path, split: str) -> Split:
     labels = None
     if entry["labeled"]:
         labels = np.concatenate([t["label"].to_numpy() for _, t in shards] or [np.zeros(0)])
-        labels = labels.astype(np.int32)
+        labels = labels.astype(np.float32 if manifest.get("regression") else np.int32)
     guids = [g for _, t in shards for g in t["guid"].to_pylist()]
     return Split(Features(*columns), labels, guids)
 
@@ -73,6 +86,18 @@ def read_shard(path: str | Path) -> tuple[Features, pa.Table]:
         return flat.reshape(rows, -1) if rows else flat.reshape(0, 0)
 
     return Features(*(column(name) for name in FEATURE_NAMES)), table
+
+
+def balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Each row's weight n_samples / (n_classes * count of its class), sklearn's
+    compute_class_weight("balanced"): every class weighs as much in the loss, and the weights
+    average 1.
+
+    >>> balanced_weights(np.array([0, 0, 0, 1])).tolist()
+    [0.6666666865348816, 0.6666666865348816, 0.6666666865348816, 2.0]
+    """
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return (len(labels) / (len(counts) * counts))[inverse].astype(np.float32)
 
 
 def shuffled_rows(n: int, count: int, buffer: int, seed: int) -> np.ndarray:
@@ -98,15 +123,16 @@ def shuffled_rows(n: int, count: int, buffer: int, seed: int) -> np.ndarray:
 
 class TrainBatches:
     """run_classifier's training batches over `split` (see the module docstring); `steps` of
-    them, each of `batch_size` rows, split into `accumulate` equal micro-batches."""
+    them, each of `batch_size` rows, split into `accumulate` equal micro-batches; with
+    `weights` (one per row of `split`), each micro-batch carries its rows' weights."""
 
     def __init__(self, split: Split, steps: int, batch_size: int, seed: int, buffer: int = 100,
                  padding: str = "dynamic", bounds: tuple[int, ...] = (), multiple: int = 1,
-                 accumulate: int = 1):
+                 accumulate: int = 1, weights: np.ndarray | None = None):
         if batch_size % accumulate:
             raise ValueError(f"batch size {batch_size} is not a multiple of accumulate_steps "
                              f"{accumulate}")
-        self.split, self.steps, self.batch_size = split, steps, batch_size
+        self.split, self.steps, self.batch_size, self.weights = split, steps, batch_size, weights
         self.padding, self.multiple, self.accumulate = padding, multiple, accumulate
         n, self.max_width = split.features.input_ids.shape
         if bounds:
@@ -150,7 +176,9 @@ class TrainBatches:
             cut = width if self.padding != "dynamic" or self.accumulate == 1 else self._width(part)
             features = {name: values[part, :cut]
                         for name, values in self.split.features.as_dict().items()}
-            out.append((features, self.split.labels[part]))
+            labels = self.split.labels[part]
+            out.append((features, labels) if self.weights is None
+                       else (features, labels, self.weights[part]))
         return out
 
     def iterate(self, start: int = 0, prefetch: int = 2) -> Iterator[Batch]:

@@ -2,8 +2,10 @@
 writes them, without importing TensorFlow.
 
 Each record holds int64 features `input_ids`, `input_mask`, `segment_ids`, `label_ids` and
-`is_real_example`. The protobuf bytes are built with numpy (varints for a whole shard at once), the
-framing is TFRecord's: length, masked crc32c of the length, data, masked crc32c of the data.
+`is_real_example`; a float column (a regression task's `label_ids`) is a float_list instead. The
+protobuf bytes are built with numpy (varints for a whole shard at once, floats as packed
+little-endian float32), the framing is TFRecord's: length, masked crc32c of the length, data,
+masked crc32c of the data.
 `tf.data.TFRecordDataset` + `tf.io.parse_single_example` read them back (see the tests).
 """
 
@@ -75,23 +77,52 @@ def _key_field(key: str) -> bytes:
     return _field(1, key.encode())
 
 
-def example_bytes(packed_features: Mapping[str, bytes]) -> bytes:
-    """A serialized tf.train.Example from each feature's packed int64 varints (keys sorted).
+# tf.train.Feature's oneof: bytes_list = 1, float_list = 2, int64_list = 3; each list's
+# `repeated value = 1` is packed.
+FLOAT_LIST, INT64_LIST = 2, 3
 
-    Example{features: Features{feature: map<key, Feature{int64_list: Int64List{value}}>}}
+
+def int64_features(values: np.ndarray) -> list[bytes]:
+    """A serialized tf.train.Feature (int64_list) per row of a (rows, n) array of non-negative
+    ints.
+
+    >>> int64_features(np.array([[1, 300]]))
+    [b'\\x1a\\x05\\n\\x03\\x01\\xac\\x02']
     """
-    entries = []
-    for key, payload in sorted(packed_features.items()):
-        int64_list = b"\x0a" + _varint(len(payload)) + payload  # Int64List.value, packed
-        feature = b"\x1a" + _varint(len(int64_list)) + int64_list  # Feature.int64_list = 3
-        entry = _key_field(key) + b"\x12" + _varint(len(feature)) + feature  # map entry
-        entries.append(b"\x0a" + _varint(len(entry)) + entry)
+    return [_field(INT64_LIST, _field(1, payload)) for payload in varint_rows(values)]
+
+
+def float_features(values: np.ndarray) -> list[bytes]:
+    """A serialized tf.train.Feature (float_list) per row of a (rows, n) float array, each value
+    as float32.
+
+    >>> float_features(np.array([[1.0]]))
+    [b'\\x12\\x06\\n\\x04\\x00\\x00\\x80?']
+    """
+    rows = np.ascontiguousarray(values, dtype="<f4")
+    if rows.ndim != 2:
+        raise ValueError(f"expected a 2-d array, got shape {rows.shape}")
+    return [_field(FLOAT_LIST, _field(1, row.tobytes())) for row in rows]
+
+
+def example_bytes(features: Mapping[str, bytes]) -> bytes:
+    """A serialized tf.train.Example from each key's serialized tf.train.Feature (keys sorted).
+
+    Example{features: Features{feature: map<key, Feature>}}
+    """
+    entries = [_field(1, _key_field(key) + _field(2, feature))  # map entry {key = 1, value = 2}
+               for key, feature in sorted(features.items())]
     return _field(1, b"".join(entries))
 
 
 def tfrecord_bytes(features: Mapping[str, np.ndarray]) -> bytes:
-    """The TFRecord file content for a batch: each value a (rows, n) or (rows,) int array."""
-    columns = {name: varint_rows(np.asarray(v).reshape(len(v), -1)) for name, v in features.items()}
+    """The TFRecord file content for a batch: each value a (rows, n) or (rows,) array, written
+    as int64_list, or as float_list when its dtype is floating."""
+    columns = {}
+    for name, values in features.items():
+        values = np.asarray(values)
+        encode = float_features if values.dtype.kind == "f" else int64_features
+        columns[name] = encode(values.reshape(len(values), -1))
     rows = len(next(iter(columns.values()))) if columns else 0
     return b"".join(frame_record(example_bytes({k: col[i] for k, col in columns.items()}))
                     for i in range(rows))

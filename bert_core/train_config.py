@@ -52,6 +52,11 @@ class TrainConfig(BaseModel):
         0.0, ge=0, description="The least change of the metric that counts as improvement.")
     early_stopping_metric: Literal["loss", "accuracy"] = Field(
         "loss", description="The dev metric early stopping and restore_best watch.")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight each example's loss by n_samples / (n_classes * "
+                            "count of its class) in train (sklearn's compute_class_weight), so "
+                            "a rare class (CoLA's 30%) counts as much as a common one; the "
+                            "dev loss stays unweighted. Classification only.")
     restore_best: bool = Field(
         False, description="End with the weights of the best evaluation, not the last step "
                            "(run_classifier keeps the last).")

@@ -4,6 +4,8 @@
     data:  inputs.TrainBatches over the Parquet train split: run_classifier's shuffled batches,
            each padded as `padding` says (or length-bucketed), micro-batched for accumulation
     model: built by the caller inside the device and precision scopes set here
+    loss:  cross-entropy on class ids (int labels), optionally class-weighted; mean squared
+           error on a 1-unit head for scores (float labels: a regression task such as STS-B)
     fit:   Keras `fit` with callbacks: SpacedBackup (a killed run resumes at its last backup,
            with the very batches it would have seen), StopAtStep (exactly `steps` updates),
            dev evaluation + EarlyStopping when asked, per-step history, progress
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from bert_core.callbacks import (
     DevEvaluation,
@@ -32,7 +35,7 @@ from bert_core.callbacks import (
     StopAtStep,
     TrainingProgress,
 )
-from bert_core.inputs import Split, TrainBatches
+from bert_core.inputs import Split, TrainBatches, balanced_weights
 from bert_core.optimizer import create_optimizer, train_steps
 from bert_core.progress import Report
 from bert_core.train_config import TrainConfig
@@ -62,8 +65,10 @@ def keras_input(batches: TrainBatches, start: int):
     import tensorflow as tf
 
     ints = tf.TensorSpec((None, None), tf.int32)
-    signature = ({name: ints for name in ("input_ids", "input_mask", "segment_ids")},
-                 tf.TensorSpec((None,), tf.int32))
+    labels = tf.TensorSpec((None,), tf.float32 if batches.split.regression else tf.int32)
+    weights = () if batches.weights is None else (tf.TensorSpec((None,), tf.float32),)
+    signature = ({name: ints for name in ("input_ids", "input_mask", "segment_ids")}, labels,
+                 *weights)
     data = tf.data.Dataset.from_generator(lambda: batches.iterate(start),
                                           output_signature=signature)
     options = tf.data.Options()  # one generator: a strategy splits each batch, never the files
@@ -114,25 +119,26 @@ def fine_tune(build: Callable[[], keras.Model], train: Split, cfg: TrainConfig, 
               dev: Split | None = None) -> Trained:
     """Train the model `build` makes on `train` as `cfg` says; backups and history.jsonl live in
     `work` (a run killed earlier resumes from its backup there). `dev` is needed for periodic
-    evaluation (`cfg.eval_every_steps`)."""
+    evaluation (`cfg.eval_every_steps`). Float labels in `train` make it a regression: `build`
+    must then make a 1-unit head."""
+    check_settings(cfg, train)
     work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     n = len(train.guids)
     steps, warmup = train_steps(n, cfg.batch_size, cfg.epochs, cfg.warmup_proportion)
     batches = TrainBatches(train, steps, cfg.batch_size, cfg.seed, cfg.shuffle_buffer, cfg.padding,
-                           cfg.bucket_boundaries, width_multiple(cfg), cfg.accumulate_steps)
+                           cfg.bucket_boundaries, width_multiple(cfg), cfg.accumulate_steps,
+                           sample_weights(train, cfg))
     with data_parallel() as devices, dtype_policy(cfg.precision):
         model = build()
+        check_head(model, train.regression)
+        loss, metrics = task_loss(train.regression)
         model.compile(optimizer=create_optimizer(cfg.learning_rate, steps, warmup,
                                                  cfg.accumulate_steps),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"],
+                      loss=loss, metrics=metrics,
                       jit_compile=cfg.jit_compile if keras.backend.backend() == "tensorflow"
                       else "auto")
-        log(f"{n} examples, batch {cfg.batch_size}: {steps} steps, {warmup} warmup"
-            + (f", {devices} devices" if devices > 1 else "")
-            + (f", {cfg.accumulate_steps} micro-batches each" if cfg.accumulate_steps > 1 else "")
-            + (f", {cfg.precision}" if cfg.precision != "float32" else ""))
+        log(_plan_line(cfg, n, steps, warmup, devices, train.regression))
         backup, callbacks = _callbacks(cfg, work, steps, log, report, dev)
         start = backup.latest_step()  # SpacedBackup restores it when fit begins
         period = cfg.eval_every_steps or max(1, math.ceil(n / cfg.batch_size))  # an epoch
@@ -142,6 +148,52 @@ def fine_tune(build: Callable[[], keras.Model], train: Split, cfg: TrainConfig, 
                   shuffle=False, callbacks=callbacks, verbose=0)
         seconds = time.perf_counter() - clock
     return Trained(model, int(keras.ops.convert_to_numpy(model.optimizer.iterations)), seconds)
+
+
+def _plan_line(cfg: TrainConfig, n: int, steps: int, warmup: int, devices: int,
+               regression: bool) -> str:
+    return (f"{n} examples, batch {cfg.batch_size}: {steps} steps, {warmup} warmup"
+            + (f", {devices} devices" if devices > 1 else "")
+            + (f", {cfg.accumulate_steps} micro-batches each" if cfg.accumulate_steps > 1 else "")
+            + (f", {cfg.precision}" if cfg.precision != "float32" else "")
+            + (", regression" if regression else "")
+            + (f", class weights {cfg.class_weight}" if cfg.class_weight != "none" else ""))
+
+
+def check_settings(cfg: TrainConfig, train: Split) -> None:
+    """Refuse settings that mean nothing for the task, before any work: class weights and an
+    accuracy to watch need class ids, not a regression's scores."""
+    if not train.regression:
+        return
+    if cfg.class_weight != "none":
+        raise ValueError(f"class_weight={cfg.class_weight!r} needs class labels, but the train "
+                         "split's labels are regression scores")
+    if cfg.eval_every_steps and cfg.early_stopping_metric == "accuracy":
+        raise ValueError("early_stopping_metric='accuracy' needs class labels, but the train "
+                         "split's labels are regression scores: watch 'loss' (dev MSE)")
+
+
+def sample_weights(train: Split, cfg: TrainConfig) -> np.ndarray | None:
+    """Each train row's loss weight as `cfg.class_weight` says (None: all alike)."""
+    return None if cfg.class_weight == "none" else balanced_weights(train.labels)
+
+
+def task_loss(regression: bool) -> tuple[keras.losses.Loss, list[str]]:
+    """(the loss, the metrics `fit` logs): mean squared error on the 1-unit head's output
+    (Keras lines the (batch,) scores up with the (batch, 1) output), or cross-entropy on the
+    logits and accuracy."""
+    if regression:
+        return keras.losses.MeanSquaredError(), []
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
+
+
+def check_head(model: keras.Model, regression: bool) -> None:
+    """A regression trains one output unit; a classifier one logit per class (at least 2)."""
+    units = model.output_shape[-1]
+    if regression != (units == 1):
+        need = "a 1-unit head" if regression else "a head of one logit per class"
+        raise ValueError(f"{'regression' if regression else 'class'} labels need {need}; the "
+                         f"model outputs {units}")
 
 
 def _callbacks(cfg: TrainConfig, work: Path, steps: int, log: Callable[[str], None],
@@ -168,8 +220,8 @@ def _callbacks(cfg: TrainConfig, work: Path, steps: int, log: Callable[[str], No
 def read_history(path: Path, batch_size: int, seconds: float) -> dict:
     """The JSON-lines log as history.json. A step logged twice (redone after a resume) keeps its
     last value; `resumed_from_step` is the step of the last resume (None if never killed);
-    `evaluations` holds the dev loss and accuracy of each periodic evaluation, and `epochs`
-    the end-of-epoch means when there were none."""
+    `evaluations` holds the dev loss (and a classifier's accuracy) of each periodic evaluation,
+    and `epochs` the end-of-epoch means when there were none."""
     steps, ends, resumed = {}, {}, None
     for line in path.read_text().splitlines():
         record = json.loads(line)
@@ -181,7 +233,8 @@ def read_history(path: Path, batch_size: int, seconds: float) -> dict:
             steps[record["step"]] = record
     ordered = [steps[s] for s in sorted(steps)]
     ends_ordered = [ends[s] for s in sorted(ends)]
-    evaluations = [{"step": e["step"], "loss": e["val_loss"], "accuracy": e["val_accuracy"]}
+    evaluations = [{"step": e["step"], **{k[len("val_"):]: v for k, v in e.items()
+                                          if k.startswith("val_")}}
                    for e in ends_ordered if "val_loss" in e]
     return {"steps": [r["step"] for r in ordered], "loss": [r["loss"] for r in ordered],
             "learning_rate": [r["learning_rate"] for r in ordered],

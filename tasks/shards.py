@@ -3,10 +3,13 @@
 Pure functions (no Prefect) so that worker processes start light. A shard is written whole into the
 caller's folder, which the caller publishes by renaming; readers never see half a shard.
 
-    Parquet  input_ids, input_mask, segment_ids: list<int32>; label: int32 (null when unlabeled);
-             guid: string; is_real_example: int32
+    Parquet  input_ids, input_mask, segment_ids: list<int32>; label: int32 class id, or float32
+             score for a regression task (null when unlabeled); guid: string; is_real_example: int32
     TFRecord tf.train.Example with int64 input_ids, input_mask, segment_ids, label_ids,
-             is_real_example (run_classifier's layout; unlabeled rows get label_ids 0 as there)
+             is_real_example (run_classifier's layout; unlabeled rows get label_ids 0 as there);
+             a regression task's label_ids is a float_list
+
+A single-sentence task (CoLA, SST-2) has no `texts_b`: its rows pack as [CLS] a [SEP].
 """
 
 from __future__ import annotations
@@ -32,12 +35,19 @@ class ShardJob:
     count: int
     guids: list[str]
     texts_a: list[str]
-    texts_b: list[str]
-    labels: list[int] | None  # label ids; None for an unlabeled split
+    texts_b: list[str] | None  # None for a single-sentence task
+    labels: list[int] | list[float] | None  # class ids or scores; None for an unlabeled split
     vocab_file: str
     do_lower_case: bool
     max_seq_length: int
     out_dir: str
+    regression: bool = False  # labels are scores: written as float32 (also when unlabeled)
+
+    def __post_init__(self):
+        # pyarrow would write a score of 3.8 to an int32 column as 3, without a word
+        labels = [] if self.labels is None else self.labels
+        if not self.regression and any(isinstance(v, float) for v in labels):
+            raise ValueError(f"{self.stem}: float labels (scores) need regression=True")
 
     @property
     def stem(self) -> str:
@@ -61,14 +71,17 @@ def _tokenizer(vocab_file: str, do_lower_case: bool) -> FullTokenizer:
     return FullTokenizer(vocab_file, do_lower_case=do_lower_case)
 
 
-def plan_shards(split: str, guids: list[str], texts_a: list[str], texts_b: list[str],
-                labels: list[int] | None, shard_size: int, **common) -> list[ShardJob]:
-    """Cut one split into jobs of `shard_size` rows (at least one job, even for an empty split)."""
+def plan_shards(split: str, guids: list[str], texts_a: list[str], texts_b: list[str] | None,
+                labels: list[int] | list[float] | None, shard_size: int,
+                **common) -> list[ShardJob]:
+    """Cut one split into jobs of `shard_size` rows (at least one job, even for an empty split);
+    `common` holds the ShardJob fields every job shares (`regression=True` for scores)."""
     count = max(1, -(-len(guids) // shard_size))
     jobs = []
     for index in range(count):
         rows = slice(index * shard_size, (index + 1) * shard_size)
-        jobs.append(ShardJob(split, index, count, guids[rows], texts_a[rows], texts_b[rows],
+        jobs.append(ShardJob(split, index, count, guids[rows], texts_a[rows],
+                             None if texts_b is None else texts_b[rows],
                              None if labels is None else labels[rows], **common))
     return jobs
 
@@ -81,7 +94,8 @@ def write_shard(job: ShardJob) -> ShardInfo:
     parquet = out / f"{job.stem}.parquet"
     tfrecord = out / f"{job.stem}.tfrecord"
     pq.write_table(_arrow_table(job, features), parquet, compression="zstd")
-    labels = np.zeros(len(job.guids), np.int64) if job.labels is None else np.array(job.labels)
+    dtype = np.float32 if job.regression else np.int64  # float32: a float_list in the TFRecord
+    labels = np.zeros(len(job.guids), dtype) if job.labels is None else np.array(job.labels, dtype)
     tfrecord.write_bytes(tfrecord_bytes({**features.as_dict(), "label_ids": labels,
                                          "is_real_example": np.ones(len(job.guids), np.int64)}))
     return ShardInfo(job.split, job.index, len(job.guids), parquet.name, _sha256(parquet),
@@ -100,7 +114,8 @@ def _arrow_table(job: ShardJob, features: Features) -> pa.Table:
         "input_ids": _list_column(features.input_ids),
         "input_mask": _list_column(features.input_mask),
         "segment_ids": _list_column(features.segment_ids),
-        "label": pa.array(job.labels if job.labels is not None else [None] * rows, pa.int32()),
+        "label": pa.array(job.labels if job.labels is not None else [None] * rows,
+                          pa.float32() if job.regression else pa.int32()),
         "guid": pa.array(job.guids, pa.string()),
         "is_real_example": pa.array(np.ones(rows, np.int32)),
     })

@@ -3,6 +3,7 @@ whichever Keras backend is loaded), and publish the model.
 
     init: the checkpoint's weights (report of what came from it), or random (from scratch)
     data: the Parquet train split (and dev, for evaluation during training)
+    head: one logit per class of the shards' manifest, or one unit for a regression task
 
 The finished model lands in a folder named by everything that determines it (shards, checkpoint,
 configs, code, libraries, backend), written under a temp name and renamed whole.
@@ -50,9 +51,27 @@ def train_key(shards: Shards, raw: RawData, model: ModelConfig, train: TrainConf
         "backend": keras_backend()}, {"train": UNUSED})
 
 
-def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig,
+def read_manifest(shards: Shards) -> dict:
+    """The shards' manifest: the task, its label names (in logit order; [] for a regression)
+    and splits."""
+    return json.loads(shards.manifest.read_text())
+
+
+def head_units(manifest: dict) -> int:
+    """Outputs of the classifier's head: one logit per class, or one score for a regression.
+
+    >>> head_units({"labels": ["0", "1"], "regression": False})
+    2
+    >>> head_units({"labels": [], "regression": True})
+    1
+    """
+    return 1 if manifest["regression"] else len(manifest["labels"])
+
+
+def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig, num_labels: int,
                      log: Callable[[str], None]) -> BertClassifier:
-    """The classifier, initialised from the checkpoint (logging what came from it) or random."""
+    """The classifier with `num_labels` outputs, initialised from the checkpoint (logging what
+    came from it) or random."""
     from bert_core.model import BertClassifier
 
     checkpoint = read_checkpoint(raw.checkpoint_dir)
@@ -63,7 +82,7 @@ def build_classifier(raw: RawData, model: ModelConfig, train: TrainConfig,
     # padding trains the model max_length padding does. Bucketed batches are other batches
     # anyway: their masks are drawn at their own width (bench/results/step_cost.md: 10 s less).
     classifier = BertClassifier.from_bert_config(
-        config, num_labels=len(model.labels),
+        config, num_labels=num_labels,
         dropout_length=None if train.bucket_boundaries else model.max_seq_length)
     if train.init_from_checkpoint:
         report = load_pretrained(classifier, checkpoint)
@@ -87,16 +106,18 @@ def train_model(raw: RawData, shards: Shards, model: ModelConfig, train: TrainCo
             if not refresh and out.exists():
                 log(f"training again: {reason}")
             work.mkdir(parents=True, exist_ok=True)
-            trained = fit(raw, shards, model, train, work, log)
-            _save(trained, raw, model, train, work, out, replace=refresh)
+            manifest = read_manifest(shards)
+            trained = fit(raw, shards, manifest, model, train, work, log)
+            _save(trained, raw, manifest, model, train, work, out, replace=refresh)
             shutil.rmtree(work, ignore_errors=True)
     record = TrainedModel.model_validate_json((out / "record.json").read_text())
     return record.model_copy(update={"files": sealed_files(out)})
 
 
-def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, work: Path,
-        log: Callable[[str], None]) -> Trained:
-    """Train in `work` (backups and history live there), with progress in the task's artifact."""
+def fit(raw: RawData, shards: Shards, manifest: dict, model: ModelConfig, train: TrainConfig,
+        work: Path, log: Callable[[str], None]) -> Trained:
+    """Train in `work` (backups and history live there), with progress in the task's artifact;
+    `manifest` (the shards') says the task's head."""
     from bert_core.backend import import_tensorflow
 
     import_tensorflow()
@@ -105,16 +126,17 @@ def fit(raw: RawData, shards: Shards, model: ModelConfig, train: TrainConfig, wo
     from bert_core.trainer import fine_tune
     from tasks.progress import task_progress
 
-    n = json.loads(shards.manifest.read_text())["splits"]["train"]["rows"]
+    n = manifest["splits"]["train"]["rows"]
     steps = train_steps(n, train.batch_size, train.epochs, train.warmup_proportion)[0]
     report = task_progress("training-progress", f"fine-tune: {steps} steps")
     dev = read_split(shards.shard_dir, "dev") if train.eval_every_steps else None
-    return fine_tune(lambda: build_classifier(raw, model, train, log),
+    units = head_units(manifest)
+    return fine_tune(lambda: build_classifier(raw, model, train, units, log),
                      read_split(shards.shard_dir, "train"), train, work, log, report, dev)
 
 
-def _save(trained: Trained, raw: RawData, model: ModelConfig, train: TrainConfig, work: Path,
-          out: Path, replace: bool = False) -> None:
+def _save(trained: Trained, raw: RawData, manifest: dict, model: ModelConfig, train: TrainConfig,
+          work: Path, out: Path, replace: bool = False) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -130,9 +152,10 @@ def _save(trained: Trained, raw: RawData, model: ModelConfig, train: TrainConfig
                                                "train": train.model_dump()})
         record = TrainedModel(
             model_dir=str(out), model_sha256=sha256_file(tmp / "model.keras"),
-            steps=trained.steps, seconds=round(trained.seconds, 3), init="checkpoint" if train.init_from_checkpoint else "scratch",
+            steps=trained.steps, seconds=round(trained.seconds, 3),
+            init="checkpoint" if train.init_from_checkpoint else "scratch",
             max_seq_length=model.max_seq_length, do_lower_case=model.do_lower_case,
-            labels=model.labels)
+            labels=tuple(manifest["labels"]), task=manifest["task"])
         (tmp / "record.json").write_text(record.model_dump_json(indent=2))
         publish_dir(tmp, out, replace=replace)
     finally:

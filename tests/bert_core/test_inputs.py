@@ -10,7 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from bert_core.features import Features
-from bert_core.inputs import Split, TrainBatches, read_split, shuffled_rows
+from bert_core.inputs import (
+    Split,
+    TrainBatches,
+    balanced_weights,
+    read_split,
+    shuffled_rows,
+)
 
 
 def make_split(n: int = 40, width: int = 16, seed: int = 0) -> Split:
@@ -95,23 +101,47 @@ def test_micro_batches_split_each_batch_into_equal_parts():
         TrainBatches(split, steps=4, batch_size=8, seed=2, accumulate=3)
 
 
-def test_read_split_reads_the_parquet_shards_in_manifest_order(tmp_path):
+@pytest.mark.parametrize("regression", [False, True])
+def test_read_split_reads_the_parquet_shards_in_manifest_order(tmp_path, regression):
+    """Class ids come back int32; a regression task's scores float32, unrounded."""
     split = make_split(n=10)
+    labels = split.labels + 0.25 * np.arange(10) if regression else split.labels
     shards = []
     for i, rows in enumerate((slice(0, 6), slice(6, 10), slice(10, 10))):
         name = f"train-{i:05d}-of-00003.parquet"
         table = pa.table({
             **{k: pa.array(v[rows].tolist(), pa.list_(pa.int32()))
                for k, v in split.features.as_dict().items()},
-            "label": pa.array(split.labels[rows], pa.int32()),
+            "label": pa.array(labels[rows], pa.float32() if regression else pa.int32()),
             "guid": split.guids[rows], "is_real_example": pa.array([1] * len(split.guids[rows]),
                                                                     pa.int32())})
         pq.write_table(table, tmp_path / name)
         shards.append({"parquet": name})
     (tmp_path / "manifest.json").write_text(json.dumps({
-        "max_seq_length": 16, "splits": {"train": {"labeled": True, "shards": shards}}}))
+        "max_seq_length": 16, "regression": regression,
+        "splits": {"train": {"labeled": True, "shards": shards}}}))
     read = read_split(tmp_path, "train")
     assert read.guids == split.guids
-    np.testing.assert_array_equal(read.labels, split.labels)
+    assert read.labels.dtype == (np.float32 if regression else np.int32)
+    assert read.regression == regression
+    np.testing.assert_array_equal(read.labels, labels.astype(read.labels.dtype))
     for name, values in split.features.as_dict().items():
         np.testing.assert_array_equal(getattr(read.features, name), values)
+
+
+def test_balanced_weights_make_each_class_weigh_alike_in_every_batch_they_ride_in():
+    """CoLA-like 3:1 classes: each class's weights sum to n / classes; the batches carry the
+    weights of their own rows (and micro-batches theirs), as Keras' third element."""
+    split = make_split(n=40)
+    labels = np.array([0] * 30 + [1] * 10, np.int32)
+    split = Split(split.features, labels, split.guids)
+    weights = balanced_weights(labels)
+    assert [weights[labels == c].sum() for c in (0, 1)] == pytest.approx([20, 20])
+    assert weights[labels == 1][0] == pytest.approx(3 * weights[labels == 0][0])
+    batches = TrainBatches(split, steps=5, batch_size=8, seed=1, weights=weights, accumulate=2)
+    for step in range(5):
+        rows = np.split(batches.plan[step][0], 2)
+        for part, (_, part_labels, part_weights) in zip(rows, batches.batch(step)):
+            np.testing.assert_array_equal(part_labels, labels[part])
+            np.testing.assert_array_equal(part_weights, weights[part])
+    assert all(len(b) == 2 for b in TrainBatches(split, steps=5, batch_size=8, seed=1).batch(0))

@@ -1,5 +1,6 @@
 """The training core on whichever Keras backend is loaded (tests/bert_core/test_jax_backend.py runs
-this file again on JAX): precision, accumulation, evaluation during training, early stopping."""
+this file again on JAX): precision, accumulation, evaluation during training, early stopping,
+regression (STS-B's scores) and class weights (CoLA's imbalance)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 
 from bert_core.config import BertConfig
-from bert_core.features import Features
-from bert_core.inputs import Split
+from bert_core.features import Features, pack_ids, pad_batch
+from bert_core.inputs import Split, TrainBatches, balanced_weights
 from bert_core.model import BertBackbone, BertClassifier
 from bert_core.train_config import TrainConfig
 from bert_core.trainer import fine_tune, read_history
@@ -28,12 +30,27 @@ def pairs_split(n: int, seed: int = 0) -> Split:
                  [f"{seed}-{i}" for i in range(n)])
 
 
-def build(dropout: float = 0.1, initializer_range: float = 0.02):
+def scored_split(n: int, seed: int = 0) -> Split:
+    """STS-B-like scores: 1.25 per token of sentence b (of 4) from the vocab's upper half, so
+    0, 1.25, ..., 5; sentence a is noise."""
+    rng = np.random.default_rng(seed)
+    packed, scores = [], []
+    for _ in range(n):
+        upper = rng.permutation(np.arange(4) < rng.integers(0, 5))
+        b = np.where(upper, rng.integers(32, 64, 4), rng.integers(4, 32, 4)).tolist()
+        packed.append(pack_ids(rng.integers(4, 64, 5).tolist(), b, 16, cls_id=2, sep_id=3))
+        scores.append(1.25 * upper.sum())
+    return Split(pad_batch(packed, 16), np.array(scores, np.float32),
+                 [f"{seed}-{i}" for i in range(n)])
+
+
+def build(dropout: float = 0.1, initializer_range: float = 0.02, num_labels: int = 2):
     config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=32,
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
                         initializer_range=initializer_range)
-    return lambda: BertClassifier(BertBackbone(config, dropout_length=16), dropout=dropout)
+    return lambda: BertClassifier(BertBackbone(config, dropout_length=16), num_labels=num_labels,
+                                  dropout=dropout)
 
 
 def train(tmp_path, cfg: TrainConfig, n: int = 512, dropout: float = 0.1, dev: Split | None = None):
@@ -152,3 +169,89 @@ def test_a_history_file_keeps_the_last_value_of_a_step_logged_twice(tmp_path):
     history = read_history(log, 4, 1.0)
     assert history["loss"] == [0.8] and history["resumed_from_step"] == 0
     assert history["evaluations"] == [{"step": 1, "loss": 0.7, "accuracy": 0.5}]
+
+
+def _mse(model, split: Split) -> float:
+    predicted = model.predict(split.features.as_dict(), batch_size=64, verbose=0)
+    assert predicted.shape == (len(split.labels), 1)  # one score per pair
+    return float(np.mean((predicted[:, 0].astype(np.float64) - split.labels) ** 2))
+
+
+def test_a_regression_head_learns_the_scores_and_dev_is_scored_by_its_mse(tmp_path):
+    """A 1-unit head on mean squared error ends far below what predicting the mean score
+    scores; each dev evaluation is the dev MSE (no accuracy)."""
+    train_split, dev = scored_split(512), scored_split(64, seed=9)
+    cfg = QUICK.model_copy(update={"epochs": 12, "eval_every_steps": 32})
+    lines: list[str] = []
+    trained = fine_tune(build(num_labels=1), train_split, cfg, tmp_path, lines.append, dev=dev)
+    history = read_history(tmp_path / "history.jsonl", cfg.batch_size, trained.seconds)
+    assert trained.steps == 192 and "regression" in lines[0]
+    assert _mse(trained.model, train_split) < 0.1 * np.var(train_split.labels)  # var: 3.2
+    evaluations = history["evaluations"]
+    assert [e["step"] for e in evaluations] == [32, 64, 96, 128, 160, 192]
+    assert all(set(e) == {"step", "loss"} for e in evaluations)
+    assert evaluations[-1]["loss"] == pytest.approx(_mse(trained.model, dev), rel=1e-4)
+    assert evaluations[-1]["loss"] < 0.1 * evaluations[0]["loss"]
+    assert any(re.fullmatch(r"step 192: dev loss [\d.]+", line) for line in lines)
+
+
+def test_early_stopping_watches_a_regressions_dev_mse(tmp_path):
+    cfg = QUICK.model_copy(update={"eval_every_steps": 4, "early_stopping_patience": 1,
+                                   "early_stopping_min_delta": 10.0})  # nothing ever improves
+    trained = fine_tune(build(num_labels=1), scored_split(128), cfg, tmp_path, print,
+                        dev=scored_split(32, seed=9))
+    history = read_history(tmp_path / "history.jsonl", cfg.batch_size, trained.seconds)
+    assert trained.steps == 8 and [e["step"] for e in history["evaluations"]] == [4, 8]
+
+
+def test_settings_that_need_class_labels_are_refused_for_scores(tmp_path):
+    scores, classes = scored_split(64), pairs_split(64)
+    cases = [(QUICK.model_copy(update={"class_weight": "balanced"}), scores, 1, "class_weight"),
+             (QUICK.model_copy(update={"eval_every_steps": 2, "early_stopping_metric": "accuracy"}),
+              scores, 1, "early_stopping_metric='accuracy' needs class labels"),
+             (QUICK, scores, 2, "regression labels need a 1-unit head; the model outputs 2"),
+             (QUICK, classes, 1, "class labels need a head of one logit per class")]
+    for cfg, split, units, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            fine_tune(build(num_labels=units), split, cfg, tmp_path, print, dev=split)
+
+
+def _imbalanced(n_minority: int = 48) -> Split:
+    """CoLA-like: every class-0 pair of 400 generated ones (~200) and `n_minority` of class 1."""
+    split = pairs_split(400)
+    rows = np.concatenate([np.flatnonzero(split.labels == 0),
+                           np.flatnonzero(split.labels == 1)[:n_minority]])
+    features = Features(*(v[rows] for v in split.features.as_dict().values()))
+    return Split(features, split.labels[rows], [split.guids[i] for i in rows])
+
+
+@pytest.mark.parametrize("class_weight", ["none", "balanced"])
+def test_class_weights_weight_each_examples_loss_in_the_first_step(tmp_path, class_weight):
+    """The first step's loss, on the model as built, is the batch's cross-entropy weighted by
+    n / (classes * count) per class (sklearn's "balanced") and averaged over the batch (as
+    Keras' class_weight), or the plain mean with "none"."""
+    split = _imbalanced()
+    cfg = QUICK.model_copy(update={"epochs": 0.3, "padding": "max_length",
+                                   "class_weight": class_weight})
+    built = []
+
+    def keep_initial():
+        model = build(dropout=0.0)()
+        built.append(model.get_weights())
+        return model
+
+    trained = fine_tune(keep_initial, split, cfg, tmp_path, print)
+    history = read_history(tmp_path / "history.jsonl", cfg.batch_size, trained.seconds)
+    weights = balanced_weights(split.labels)
+    assert weights.max() > 2 * weights.min()  # the minority weighs more
+    first = TrainBatches(split, trained.steps, cfg.batch_size, cfg.seed, cfg.shuffle_buffer,
+                         padding="max_length")
+    [(features, labels)], rows = first.batch(0), first.plan[0][0]
+    initial = build(dropout=0.0)()
+    initial.set_weights(built[0])
+    logits = np.asarray(initial.predict_on_batch(features), np.float64)
+    losses = logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]
+    weighted = float(np.mean(losses * weights[rows]))
+    assert abs(weighted - losses.mean()) > 1e-3  # the two choices give other losses
+    expected = weighted if class_weight == "balanced" else float(losses.mean())
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-4)

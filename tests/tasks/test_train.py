@@ -1,30 +1,35 @@
 """The train stage with real TensorFlow on generated shards: run_classifier's step count, a seed
-that reproduces, a finished model reused, and a run killed mid-training that resumes."""
+that reproduces, a finished model reused, a run killed mid-training that resumes, and the head
+the shards' task asks for (one logit per class, or one score for a regression)."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from bert_core.optimizer import train_steps
 from bert_core.callbacks import SpacedBackup
+from bert_core.optimizer import train_steps
 from tasks.config import DataConfig, ModelConfig, RowBounds, TrainConfig
 from tasks.download import download_data
-from tasks.fingerprint import SEAL
+from tasks.fingerprint import SEAL, sha256_file
+from tasks.records import Shards
+from tasks.shards import ShardJob, plan_shards, write_shard
 from tasks.tokenize import tokenize_splits
 from tasks.train import train_key, train_model
-from tests.fixtures import write_msr_files, write_release_zip
+from tests.fixtures import WORDS, write_msr_files, write_release_zip
 
 MODEL = ModelConfig(max_seq_length=32)
 TRAIN = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, save_every_steps=3,
@@ -53,6 +58,9 @@ def test_trains_run_classifiers_step_count_and_saves_everything(inputs, tmp_path
     assert shards.rows["train"] == 30
     assert trained.steps == train_steps(30, 4, 2)[0] == 15
     assert trained.init == "checkpoint"
+    labels = json.loads(shards.manifest.read_text())["labels"]
+    assert trained.labels == tuple(labels) and len(labels) == 2 and trained.task == "mrpc"
+    assert keras.saving.load_model(trained.keras_file).output_shape[-1] == 2
     folder = Path(trained.model_dir)
     assert folder.parent == tmp_path / "models"
     assert {p.name for p in folder.iterdir()} == {
@@ -337,3 +345,81 @@ def test_dynamic_padding_trains_the_model_padding_to_max_length_trains(inputs):
     keras.utils.set_random_seed(TRAIN.seed)
     start = build().get_weights()
     assert max(np.abs(a - b).max() for a, b in zip(start, trained[0])) > 1e-4  # it did train
+
+
+def _texts(rng: random.Random, rows: int) -> list[str]:
+    return [" ".join(rng.choices(WORDS, k=rng.randint(3, 9))) + " ." for _ in range(rows)]
+
+
+def _score_shards(raw, folder: Path) -> Shards:
+    """STS-B-like shards as tasks/shards.py writes them (pairs scored 0-5), with the manifest
+    the tokenize stage writes for a regression task."""
+    rng, common = random.Random(1), {"vocab_file": raw.vocab_file, "do_lower_case": True,
+                                     "max_seq_length": MODEL.max_seq_length,
+                                     "out_dir": str(folder), "regression": True}
+    folder.mkdir()
+    splits = {}
+    for split, rows, role in (("train", 24, "train"), ("dev", 8, "eval")):
+        scores = [round(rng.uniform(0, 5), 2) for _ in range(rows)]
+        jobs = plan_shards(split, [f"{split}-{i}" for i in range(rows)], _texts(rng, rows),
+                           _texts(rng, rows), scores, 16, **common)
+        splits[split] = {"rows": rows, "labeled": True, "role": role,
+                         "shards": [asdict(write_shard(job)) for job in jobs]}
+    (folder / "manifest.json").write_text(json.dumps({
+        "task": "stsb", "labels": [], "regression": True, "pair": True,
+        "max_seq_length": MODEL.max_seq_length, "splits": splits}))
+    return Shards(shard_dir=str(folder), manifest_sha256=sha256_file(folder / "manifest.json"),
+                  rows={name: entry["rows"] for name, entry in splits.items()})
+
+
+def test_a_regression_task_trains_a_one_unit_head_on_its_scores(inputs, tmp_path):
+    """STS-B's scores stay floats in the Parquet and TFRecord shards; the model trained on them
+    has one output, and its record names the task and no classes."""
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    raw, _ = inputs
+    shards = _score_shards(raw, tmp_path / "shards")
+    first = json.loads(shards.manifest.read_text())["splits"]["train"]["shards"][0]
+    table = pq.read_table(Path(shards.shard_dir) / first["parquet"])
+    assert str(table.schema.field("label").type) == "float"
+    spec = {"label_ids": tf.io.FixedLenFeature([], tf.float32)}
+    read = [float(r["label_ids"]) for r in tf.data.TFRecordDataset(
+        str(Path(shards.shard_dir) / first["tfrecord"])).map(
+        lambda r: tf.io.parse_single_example(r, spec)).as_numpy_iterator()]
+    assert read == pytest.approx(table.column("label").to_pylist())
+    assert len(set(read)) > 10 and any(v != int(v) for v in read)  # scores, not class ids
+
+    trained = train_model(raw, shards, MODEL, TRAIN.model_copy(update={"eval_every_steps": 3}),
+                          tmp_path / "home")
+    assert trained.labels == () and trained.regression and trained.task == "stsb"
+    assert keras.saving.load_model(trained.keras_file).output_shape[-1] == 1
+    history = json.loads(trained.history_file.read_text())
+    assert [e["step"] for e in history["evaluations"]] == [3, 6, 9, 12]  # 24 rows, 2 epochs
+    assert all(set(e) == {"step", "loss"} for e in history["evaluations"])  # the dev MSE
+    with pytest.raises(ValueError, match="class_weight='balanced' needs class labels"):
+        train_model(raw, shards, MODEL, TRAIN.model_copy(update={"class_weight": "balanced"}),
+                    tmp_path / "home")
+
+
+def test_single_sentence_shards_pack_one_segment_and_scores_need_regression(inputs, tmp_path):
+    """CoLA / SST-2 rows have no second sentence: [CLS] a [SEP], all segment 0. Float labels
+    on a classification job are refused (pyarrow would truncate 3.8 to 3 in an int32 column)."""
+    from bert_core.inputs import read_shard
+    from bert_core.tokenization import FullTokenizer
+
+    raw, _ = inputs
+    common = {"vocab_file": raw.vocab_file, "do_lower_case": True,
+              "max_seq_length": MODEL.max_seq_length, "out_dir": str(tmp_path)}
+    texts = _texts(random.Random(2), 5)
+    jobs = plan_shards("train", [f"train-{i}" for i in range(5)], texts, None,
+                       [0, 1, 1, 0, 1], 3, **common)
+    assert [len(job.guids) for job in jobs] == [3, 2] and all(j.texts_b is None for j in jobs)
+    features, table = read_shard(tmp_path / write_shard(jobs[0]).parquet)
+    sep = FullTokenizer(raw.vocab_file).convert_tokens_to_ids(["[SEP]"])[0]
+    assert not features.segment_ids.any()
+    assert ((features.input_ids == sep).sum(axis=1) == 1).all()  # one sentence, one [SEP]
+    assert table.column("label").to_pylist() == [0, 1, 1]
+    assert str(table.schema.field("label").type) == "int32"
+    with pytest.raises(ValueError, match="float labels \\(scores\\) need regression=True"):
+        ShardJob("train", 0, 1, ["a"], ["x"], None, [3.8], **common)
