@@ -122,7 +122,7 @@ def _store(source: Source, cache: Path, chunks: Callable, total: int | None,
     """Stream `chunks()` into cache/tmp, verify size and sha256, rename into cache/blobs."""
     tmp_dir = cache / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f"{source.name}.", suffix=".part", dir=tmp_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{Path(source.name).name}.", suffix=".part", dir=tmp_dir)
     try:
         digest, received = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out:
