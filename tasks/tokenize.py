@@ -83,7 +83,8 @@ def split_jobs(frame: pd.DataFrame, split: SplitSpec, labels: tuple[str, ...],
     return plan_shards(split.name, frame["guid"].tolist(), frame["text_a"].tolist(),
                        frame["text_b"].tolist() if pair else None, values, data.shard_size,
                        vocab_file=raw.vocab_file, do_lower_case=model.do_lower_case,
-                       max_seq_length=model.max_seq_length, out_dir=str(out_dir))
+                       max_seq_length=model.max_seq_length, out_dir=str(out_dir),
+                       regression=not labels)
 
 
 def run_jobs(jobs: list[ShardJob], workers: int,
