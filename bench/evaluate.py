@@ -50,7 +50,7 @@ def real_shards(shared: Path, home: Path):
     from tasks.download import download_data
     from tasks.tokenize import tokenize_splits
 
-    data = DataConfig(mrpc_source=str(shared / "data" / "mrpc"),
+    data = DataConfig(source=str(shared / "data" / "mrpc"),
                       checkpoint=str(shared / "checkpoints" / "minilm-l3-h384-uncased.zip"))
     raw = download_data(data, home)
     return raw, tokenize_splits(raw, data, ModelConfig(), home)

@@ -25,7 +25,7 @@ def example_texts(frame: pd.DataFrame) -> pd.Series:
     >>> example_texts(pd.DataFrame({"text_a": ["x", "y"], "text_b": [None, "z"]})).tolist()
     ['x', 'y\\tz']
     """
-    second = frame["text_b"].map(lambda b: "" if b is None else "\t" + str(b))
+    second = frame["text_b"].map(lambda b: "" if pd.isna(b) else "\t" + str(b))
     return frame["text_a"].astype(str) + second
 
 

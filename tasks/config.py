@@ -91,9 +91,13 @@ class RegistryConfig(_Slice):
 
     def for_task(self, spec: TaskSpec) -> RegistryConfig:
         """This slice with the task's defaults filled in."""
-        return self.model_copy(update={"experiment": self.experiment or f"bertflow-{spec.name}",
-                                       "model_name": self.model_name or f"bertflow-{spec.name}",
-                                       "promote_metric": self.promote_metric or spec.metric})
+        return self.defaults(spec.name, spec.metric)
+
+    def defaults(self, task: str, metric: str) -> RegistryConfig:
+        """This slice with bertflow-<task> and `metric` where it leaves them open."""
+        return self.model_copy(update={"experiment": self.experiment or f"bertflow-{task}",
+                                       "model_name": self.model_name or f"bertflow-{task}",
+                                       "promote_metric": self.promote_metric or metric})
 
 
 class PipelineConfig(_Slice):

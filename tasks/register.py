@@ -35,7 +35,7 @@ from prefect.tasks import exponential_backoff
 
 import bert_core
 from bert_core.features import FEATURE_NAMES
-from data_contracts.specs import TaskConfig, task_spec
+from data_contracts.specs import TaskConfig, default_metric, task_spec
 from tasks.caching import cached
 from tasks.config import RegistryConfig
 from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, is_transient,
@@ -226,12 +226,12 @@ def log_training_run(client, experiment_id: str, trained: TrainedModel, report: 
 # -- serving --------------------------------------------------------------------------------------
 
 def for_task_name(cfg: RegistryConfig, task: str) -> RegistryConfig:
-    """`cfg` naming the task's model (bertflow-<task>) unless it names one already.
+    """`cfg` with the task's defaults where it leaves them open (its model: bertflow-<task>).
 
     >>> for_task_name(RegistryConfig(), "rte").model_name
     'bertflow-rte'
     """
-    return cfg.model_copy(update={"model_name": cfg.model_name or f"bertflow-{task}"})
+    return cfg.defaults(task, default_metric(task))
 
 
 def load_model(model_uri: str | None, home: Path, cfg: RegistryConfig, task: str | None = None):
@@ -283,6 +283,11 @@ def predict_pairs(model, pairs: list[tuple[str, str]]) -> list[float]:
 
 # -- the tasks -------------------------------------------------------------------------------------
 
+def with_defaults(cfg: RegistryConfig, trained: TrainedModel) -> RegistryConfig:
+    """`cfg` with the model's task filling what it leaves open (bertflow-<task>, its metric)."""
+    return cfg.defaults(trained.task, default_metric(trained.task, trained.regression))
+
+
 def _log_run(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
              parent_run_id: str | None, pair: bool | None) -> tuple[mlflow.MlflowClient, str]:
@@ -303,6 +308,7 @@ def track(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: 
           parent_run_id: str | None = None, pair: bool | None = None) -> str:
     """Log the run to MLflow without registering it (a sweep's trials); returns its run id.
     `pair`: whether the model reads sentence pairs (default: what its built-in task reads)."""
+    cfg = with_defaults(cfg, trained)
     with transient_errors(tracking_uri(cfg, Path(home))):
         return _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
                         parent_run_id, pair)[1]
@@ -331,6 +337,7 @@ def register(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, hom
              parent_run_id: str | None = None, pair: bool | None = None) -> ModelVersion:
     """Log the run to MLflow, register the classifier, move `champion` to it on merit only.
     `pair`: whether the model reads sentence pairs (default: what its built-in task reads)."""
+    cfg = with_defaults(cfg, trained)
     with transient_errors(tracking_uri(cfg, Path(home))):
         client, run_id = _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
                                   parent_run_id, pair)

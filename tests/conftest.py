@@ -78,6 +78,6 @@ def tiny_sources(tmp_path_factory):
     from tests.fixtures import write_msr_files, write_release_zip
 
     root = tmp_path_factory.mktemp("sources")
-    return DataConfig(mrpc_source=str(write_msr_files(root / "msr", train_rows=32, dev_every=3)),
+    return DataConfig(source=str(write_msr_files(root / "msr", train_rows=32, dev_every=3)),
                       checkpoint=str(write_release_zip(root / "tiny.zip")), shard_size=8,
                       row_bounds=RowBounds(train=(1, 100), dev=(1, 100), test=(1, 100)))

@@ -35,7 +35,7 @@ def bertflow_run(home: Path, sources, *extra: str, command=None) -> dict:
     """`bertflow run --json` on the tiny fixture; the summary line (asserting exit 0)."""
     config = home.parent / "bounds.yaml"
     config.write_text(BOUNDS_YAML)
-    args = ["run", "--mrpc-source", sources.mrpc_source, "--checkpoint", sources.checkpoint,
+    args = ["run", "--source", sources.source, "--checkpoint", sources.checkpoint,
             *TINY_RUN, "--config", str(config), "--json", *extra]
     done = command(args, home) if command else run_bertflow(args, home)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

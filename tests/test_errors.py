@@ -85,7 +85,7 @@ def test_a_missing_url_is_named_with_what_to_check(tmp_path, loopback):
 
     assert done.returncode == 1
     assert (f"invalid: {loopback.url}/nothing-here/msr_paraphrase_train.txt: HTTP 404 Not Found\n"
-            "  nothing is at that address: check --mrpc-source, --mirror or --checkpoint"
+            "  nothing is at that address: check --source, --mirror or --checkpoint"
             ) in done.stderr
     assert "Traceback" not in _terminal(done)
 

@@ -87,7 +87,7 @@ def test_tracking_server_down_during_register_then_a_rerun_registers_without_tra
 def test_two_runs_at_once_on_one_home_both_finish_and_share_the_cache(tiny_sources, tmp_path):
     home = tmp_path / "home"
     (tmp_path / "bounds.yaml").write_text(BOUNDS_YAML)
-    args = ["run", "--mrpc-source", tiny_sources.mrpc_source,
+    args = ["run", "--source", tiny_sources.source,
             "--checkpoint", tiny_sources.checkpoint,
             *TINY_RUN, "--config", str(tmp_path / "bounds.yaml"), "--json"]
     exe = Path(sys.executable).with_name("bertflow")
@@ -158,7 +158,7 @@ def test_a_process_killed_mid_download_leaves_the_cache_clean_for_the_next_run(l
     loopback.fail("/msr/msr_paraphrase_train.txt", "stall")
     (tmp_path / "bounds.yaml").write_text(BOUNDS_YAML.replace("100]", "30000]"))
     home = tmp_path / "home"
-    args = ["validate", "--mrpc-source", loopback.url + "/msr", "--config",
+    args = ["validate", "--source", loopback.url + "/msr", "--config",
             str(tmp_path / "bounds.yaml"), "--home", str(home)]
     exe = Path(sys.executable).with_name("bertflow")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}

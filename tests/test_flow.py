@@ -145,12 +145,12 @@ def test_sweep_groups_trials_under_one_parent_and_registers_the_best(three_runs,
     healthy = [c for c in children if c.data.tags["collapsed"] == "false"] or children
     assert summary["model"]["run_id"] in {c.info.run_id for c in healthy}
     assert summary["dev_metrics"]["f1"] == max(c.data.metrics["dev_f1"] for c in healthy)
-    assert flow_artifact(summary["flow_run_id"], "sweep-summary").startswith("# MRPC sweep")
+    assert flow_artifact(summary["flow_run_id"], "sweep-summary").startswith("# Sweep (mrpc)")
 
 
 def test_cli_run_json_then_predict_with_the_champion(tiny_sources, tmp_path):
     home = tmp_path / "home"
-    args = ["run", "--mrpc-source", tiny_sources.mrpc_source,
+    args = ["run", "--source", tiny_sources.source,
             "--checkpoint", tiny_sources.checkpoint,
             "--max-seq-length", "32", "--epochs", "1", "--batch-size", "4", "--json"]
     config = tmp_path / "bounds.yaml"

@@ -118,7 +118,7 @@ def _steps_logged(home: Path) -> int:
 @pytest.fixture
 def run_args(tiny_sources, tmp_path) -> list[str]:
     (tmp_path / "run.yaml").write_text(LONG_TRAINING)
-    return ["run", "--mrpc-source", tiny_sources.mrpc_source, "--checkpoint",
+    return ["run", "--source", tiny_sources.source, "--checkpoint",
             tiny_sources.checkpoint, *TINY_RUN, "--config", str(tmp_path / "run.yaml")]
 
 
@@ -165,7 +165,7 @@ def test_a_validate_stopped_while_its_download_stalls_is_recorded_as_it_ended(lo
     loopback.fail("/msr/msr_paraphrase_train.txt", "stall", "stall")
     (tmp_path / "bounds.yaml").write_text(f"data:\n  {BOUNDS}\n")
     home = tmp_path / "home"
-    args = ["validate", "--mrpc-source", loopback.url + "/msr", "--config",
+    args = ["validate", "--source", loopback.url + "/msr", "--config",
             str(tmp_path / "bounds.yaml")]
     for signum in (signal.SIGTERM, signal.SIGKILL):
         process = launch(args, home)
@@ -175,7 +175,7 @@ def test_a_validate_stopped_while_its_download_stalls_is_recorded_as_it_ended(lo
         assert interrupt(process, signum) != 0, signal.Signals(signum).name
         assert_none_survive(home)
     # SIGKILL leaves the run Running: nothing is left to record how it ended
-    assert flow_runs(home) == [("validate-mrpc", "CRASHED"), ("validate-mrpc", "RUNNING")]
+    assert flow_runs(home) == [("validate-data", "CRASHED"), ("validate-data", "RUNNING")]
 
     again = run_bertflow(args, home)  # no stall this time
     assert again.returncode == 0, again.stderr[-3000:]

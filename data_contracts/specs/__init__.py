@@ -18,6 +18,17 @@ from data_contracts.specs.xnli import xnli
 GLUE = {spec.name: spec for spec in (MRPC, COLA, SST2, RTE, STSB, MNLI)}
 
 
+def default_metric(task: str, regression: bool = False) -> str:
+    """The dev metric that promotes a task's models unless the registry names another.
+
+    >>> default_metric("cola"), default_metric("custom"), default_metric("custom", True)
+    ('mcc', 'accuracy', 'pearson')
+    """
+    if task in GLUE:
+        return GLUE[task].metric
+    return "pearson" if regression else "accuracy"
+
+
 def task_spec(cfg: TaskConfig) -> TaskSpec:
     """The spec `cfg` names (XNLI in its language; custom over its files and mapping)."""
     if cfg.name == "custom":
@@ -28,4 +39,4 @@ def task_spec(cfg: TaskConfig) -> TaskSpec:
 
 
 __all__ = ["BUILT_IN", "EXAMPLE_COLUMNS", "GLUE", "Source", "SplitSpec", "TaskConfig", "TaskSpec",
-           "task_spec"]
+           "default_metric", "task_spec"]

@@ -128,8 +128,9 @@ def dev_rows(labels: list, fraction: float, seed: int, stratify: bool) -> np.nda
     """The rows of train kept for dev: a seeded `fraction`, stratified by label when every label
     has two examples or more; sorted.
 
-    >>> dev_rows(["a"] * 8 + ["b"] * 12, 0.25, 0, True).tolist()
-    [0, 6, 10, 12, 14]
+    >>> rows = dev_rows(["a"] * 8 + ["b"] * 12, 0.25, 0, True)
+    >>> len(rows), int(sum(rows < 8))  # 5 of 20 rows, 2 of them of the 8 "a"s
+    (5, 2)
     """
     from sklearn.model_selection import train_test_split
 

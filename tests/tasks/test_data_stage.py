@@ -39,7 +39,7 @@ def served(loopback, tmp_path, tiny_release):
     for path in write_msr_files(tmp_path / "msr").iterdir():
         loopback.add(f"/msr/{path.name}", path.read_bytes())
     loopback.add("/tiny.zip", tiny_release.read_bytes())
-    return DataConfig(mrpc_source=loopback.url + "/msr", checkpoint=loopback.url + "/tiny.zip",
+    return DataConfig(source=loopback.url + "/msr", checkpoint=loopback.url + "/tiny.zip",
                       row_bounds=TINY_BOUNDS)
 
 

@@ -26,7 +26,7 @@ MODEL = ModelConfig(max_seq_length=32)
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    cfg = DataConfig(mrpc_source=str(write_msr_files(root / "msr", train_rows=40)),
+    cfg = DataConfig(source=str(write_msr_files(root / "msr", train_rows=40)),
                      checkpoint=str(write_release_zip(root / "tiny.zip")),
                      row_bounds=RowBounds(train=(1, 100), dev=(1, 100), test=(1, 100)))
     return download_data(cfg, root / "home"), cfg.model_copy(update={"shard_size": 8})

@@ -40,7 +40,7 @@ TRAIN = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, save_every_steps
 def inputs(tmp_path_factory):
     """Raw data and shards of 30 generated train pairs and a 1-layer release (hidden 16)."""
     root = tmp_path_factory.mktemp("train")
-    data = DataConfig(mrpc_source=str(write_msr_files(root / "msr", train_rows=40, dev_every=4)),
+    data = DataConfig(source=str(write_msr_files(root / "msr", train_rows=40, dev_every=4)),
                       checkpoint=str(write_release_zip(root / "tiny.zip")), shard_size=8,
                       row_bounds=RowBounds(train=(1, 100), dev=(1, 100), test=(1, 100)))
     raw = download_data(data, root / "home")
