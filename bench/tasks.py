@@ -21,6 +21,7 @@ commit, bench code, CPU and epochs (--fresh starts a new file). Writes tasks.{md
 line printed is one JSON object.
 
     python bench/tasks.py [--tasks cola sst2 rte stsb] [--seeds 1 2 3] [--fresh] [--out DIR]
+    python bench/tasks.py --report   # the tables again from the rows logged (runs nothing)
     python bench/tasks.py --quick    # smoke test: seed 1, 5 steps a task, into a temp folder
 """
 
@@ -240,6 +241,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help="where tasks.{jsonl,md,json} go (bench/results; --quick: temp)")
     parser.add_argument("--fresh", action="store_true", help="start a new tasks.jsonl")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: the tables from the rows already in tasks.jsonl that "
+                             "were measured on this CPU by the newest commit and bench code "
+                             "among them (a run stopped part way, or seeds run a few at a time)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: the first seed, 5 steps a task, into a temp folder "
                              "unless --out")
@@ -257,13 +262,31 @@ def results_log(opts) -> Path:
     return out / "tasks.jsonl"
 
 
+def logged_runs(log: Path, tasks: list[str], here: dict) -> tuple[list[dict], dict]:
+    """The rows of `log` for `tasks` measured on this CPU by its newest (commit, bench code), of
+    the seeds both sides finished, and `here` naming that commit and bench code."""
+    rows = [r for r in load_runs(log) if r["cpu"] == here["cpu"] and r["task"] in tasks]
+    if not rows:
+        sys.exit(f"{log}: no rows of {', '.join(tasks)} measured on this CPU")
+    newest = {"commit": rows[-1]["commit"], "bench_code": rows[-1]["bench_code"]}
+    rows = [r for r in rows if same_run(r, newest)]
+    sides = {}
+    for r in rows:
+        sides.setdefault((r["task"], r["seed"]), set()).add(r["impl"])
+    paired = [r for r in rows if sides[r["task"], r["seed"]] == set(IMPLS)]  # both sides ran
+    return paired, {**here, **newest}
+
+
 def main() -> None:
     opts = parse_args()
     seeds, epochs = (opts.seeds[:1], QUICK_EPOCHS) if opts.quick else (opts.seeds, EPOCHS)
     log = results_log(opts)
     out = log.parent
     here = {"commit": bertflow_commit(), "bench_code": bench_code(), **machine()}
-    runs = run_all(opts, seeds, epochs, log, here)
+    if opts.report:
+        runs, here = logged_runs(log, opts.tasks, here)
+    else:
+        runs = run_all(opts, seeds, epochs, log, here)
     summary = summarize(runs, opts.tasks)
     table = report(runs, summary, here)
     print(table)

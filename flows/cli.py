@@ -234,7 +234,7 @@ def predict(
     home = use_home(home)
     from data_contracts.specs import BUILT_IN
     from tasks.config import RegistryConfig
-    from tasks.register import for_task_name, predict_texts, served_inputs
+    from tasks.serving import for_task_name, predict_texts, served_inputs
 
     if task not in (*BUILT_IN, "custom"):
         raise typer.BadParameter(f"{task!r}: one of {', '.join(BUILT_IN)}, custom",
@@ -261,7 +261,7 @@ def _load_model(model_uri: str | None, home: Path, cfg):
 
     from flows.errors import NoModelError, no_model
     from tasks.mlflow_store import tracking_uri
-    from tasks.register import load_model
+    from tasks.serving import load_model
 
     try:
         return load_model(model_uri, home, cfg)

@@ -52,7 +52,7 @@ def _advisers():
     from tasks.archive import ArchiveError
     from tasks.fetch import FetchError, TransientFetchError
     from tasks.mlflow_store import TransientRegistryError
-    from tasks.mrpc import MrpcSourceError
+    from data_contracts.specs.msr import MrpcSourceError
 
     return [(NoModelError, str), (ContractViolation, _contract), (TransientFetchError, _transient_fetch),
             (FetchError, _fetch), (TransientRegistryError, _registry_down),

@@ -23,9 +23,9 @@ from tasks.archive import extract_zip
 from tasks.atomic import publish_dir
 from tasks.caching import cached
 from data_contracts.specs import TaskConfig, TaskSpec, task_spec
+from data_contracts.specs.msr import MSR_FILES, SPLITS, build_glue_mrpc
 from tasks.config import BERT_TINY_URL, DataConfig
 from tasks.fetch import FetchError, Source, TransientFetchError, fetch, remove_stale_parts
-from tasks.mrpc import MSR_FILES, SPLITS, build_glue_mrpc
 from tasks.records import RawData, TaskData
 from tasks.fingerprint import sha256_file, stamp, stamp_folder, unsealed
 from tasks.retry import retry_on
@@ -104,7 +104,7 @@ def fetch_task(task: TaskConfig, cfg: DataConfig, home: Path,
     out = home / "data" / spec.name / key.hexdigest()[:16]
     if unsealed(out):  # absent, or damaged: rebuilt whole
         if kind == "msr":
-            build_glue_mrpc(blobs[0], blobs[1], blobs[2], out)
+            _publish_built(lambda tmp: build_glue_mrpc(blobs[0], blobs[1], blobs[2], tmp), out)
         elif kind == "zip":
             _unpack_release(blobs[0], sources[0].location, spec, out,
                             pinned=cfg.source is None)
@@ -116,7 +116,8 @@ def fetch_task(task: TaskConfig, cfg: DataConfig, home: Path,
 def _unpack_release(blob: Path, location: str, spec: TaskSpec, out: Path, pinned: bool) -> None:
     """The task's files out of its release zip (at its root or in the release's folder), each
     checked against its pin when the zip is the public one."""
-    with tempfile.TemporaryDirectory(dir=blob.parent) as tmp:
+    (blob.parent.parent / "tmp").mkdir(exist_ok=True)  # cache/tmp, beside cache/blobs
+    with tempfile.TemporaryDirectory(dir=blob.parent.parent / "tmp") as tmp:
         root = extract_zip(blob, Path(tmp) / "zip")
         folder = spec.source.folder if spec.source else ""
         found = {}
@@ -136,12 +137,19 @@ def _unpack_release(blob: Path, location: str, spec: TaskSpec, out: Path, pinned
 
 def _copy_files(files: dict[str, Path], out: Path) -> None:
     """`files` (name in the data folder -> file) copied into `out`, created whole or not at all."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def copy(tmp: Path) -> None:
         for name, path in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / name)
+    _publish_built(copy, out)
+
+
+def _publish_built(build, out: Path) -> None:
+    """`build(tmp)` fills a temporary folder beside `out`, which is then renamed into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        build(tmp)
         publish_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ from tasks.atomic import write_json
 from tasks.caching import cached
 from tasks.config import DataConfig
 from tasks.records import RawData, TaskData
-from tasks.mrpc import SPLITS
+from data_contracts.specs.msr import SPLITS
 
 
 def validate_raw_splits(raw: TaskData, data: DataConfig,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.mrpc import build_glue_mrpc
+from data_contracts.specs.msr import build_glue_mrpc
 from tests.fixtures import free_port, run_bertflow, write_msr_files, write_release_zip
 
 BOUNDS_YAML = "data:\n  row_bounds: {train: [1, 100], dev: [1, 100], test: [1, 100]}\n"

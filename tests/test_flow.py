@@ -15,7 +15,7 @@ from flows.summary import summarize, summarize_sweep
 from flows.sweep import sweep
 from tasks.config import (ModelConfig, PipelineConfig, SweepConfig, TrainConfig)
 from tasks.mlflow_store import tracking_uri
-from tasks.register import load_model, predict_pairs
+from tasks.serving import load_model, predict_pairs
 from tests.artifacts import flow_artifact
 from tests.fixtures import run_bertflow
 

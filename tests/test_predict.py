@@ -13,7 +13,8 @@ import pytest
 from tasks.config import RegistryConfig
 from tasks.mlflow_store import open_store, using_tracking_uri
 from tasks.promotion import register_and_promote
-from tasks.register import for_task_name, log_training_run
+from tasks.register import log_training_run
+from tasks.serving import for_task_name
 from tests.fixtures import run_bertflow
 from tests.served_models import write_report, write_trained
 

@@ -16,7 +16,7 @@ from flows.finetune import finetune
 from flows.summary import summarize
 from tasks.config import DataConfig, ModelConfig, PipelineConfig, RowBounds, TrainConfig
 from tasks.mlflow_store import tracking_uri
-from tasks.register import load_model
+from tasks.serving import load_model
 from tests.fixtures import run_bertflow, write_release_zip
 from tests.task_files import custom_rows, write_custom, write_task_files
 

@@ -57,3 +57,51 @@ def test_mirror_folder_with_the_real_files(shared, tmp_path):
     raw = download_data(DataConfig(mirror=str(mirror)), tmp_path / "home")
     assert raw.sha256["dev.tsv"].startswith("9e8f2847")
     assert raw.sha256["checkpoint"].startswith("f3696b5d")
+
+
+def _zip(folder: Path, path: Path, inside: str) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(folder.rglob("*")):
+            zf.write(file, inside + str(file.relative_to(folder)))
+    return path
+
+
+def test_a_task_release_zip_over_http_is_unpacked(tmp_path, release, loopback):
+    from data_contracts.specs import TaskConfig
+    from tests.task_files import write_task_files
+
+    zipped = _zip(write_task_files("rte", tmp_path / "rte"), tmp_path / "RTE.zip", "RTE/")
+    url = loopback.add("/drops/RTE.zip", zipped.read_bytes())
+    raw = download_data(DataConfig(source=url, checkpoint=str(release)), tmp_path / "home",
+                        task=TaskConfig(name="rte"))
+    assert sorted(raw.sha256) == ["checkpoint", "dev.tsv", "test.tsv", "train.tsv"]
+    assert raw.file("dev.tsv").read_bytes() == (tmp_path / "rte" / "dev.tsv").read_bytes()
+
+
+def test_a_mirror_of_a_glue_zip_is_held_to_the_public_pins(tmp_path, release):
+    from data_contracts.specs import TaskConfig
+    from tests.task_files import write_task_files
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    _zip(write_task_files("cola", tmp_path / "cola"), mirror / "CoLA.zip", "CoLA/")
+    with pytest.raises(FetchError, match=r"CoLA.zip: train.tsv: sha256 mismatch: expected "
+                                         r"cb368ebe"):
+        download_data(DataConfig(mirror=str(mirror), checkpoint=str(release)), tmp_path / "home",
+                      task=TaskConfig(name="cola"))
+    assert not (tmp_path / "home" / "data" / "cola").exists() or not any(
+        (tmp_path / "home" / "data" / "cola").iterdir())
+
+
+@pytest.mark.shared
+def test_a_mirror_of_the_real_glue_zip_passes_its_pins(shared, tmp_path, release):
+    from data_contracts.specs import TaskConfig
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    _zip(shared / "data" / "glue" / "STS-B", mirror / "STS-B.zip", "STS-B/")
+    raw = download_data(DataConfig(mirror=str(mirror), checkpoint=str(release)), tmp_path / "home",
+                        task=TaskConfig(name="stsb"))
+    assert raw.sha256["train.tsv"].startswith("41c4d978")

@@ -31,8 +31,8 @@ from tasks.mlflow_store import (TransientRegistryError, is_transient, open_store
                                 transient_errors, using_tracking_uri)
 from tasks.promotion import register_and_promote
 from tasks.records import EvalReport, TrainedModel
-from tasks.register import (RUN_KEY_TAG, for_task_name, load_model, log_training_run,
-                            predict_pairs, predict_texts, register)
+from tasks.register import RUN_KEY_TAG, log_training_run, register
+from tasks.serving import for_task_name, load_model, predict_pairs, predict_texts
 from tests.artifacts import flow_artifact
 from tests.fixtures import free_port
 from tests.served_models import MAX_SEQ, write_trained

@@ -6,7 +6,7 @@ import filecmp
 
 import pytest
 
-from tasks.mrpc import MrpcSourceError, build_glue_mrpc
+from data_contracts.specs.msr import MrpcSourceError, build_glue_mrpc
 from tests.fixtures import write_msr_files
 
 

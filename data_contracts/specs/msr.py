@@ -4,16 +4,13 @@
     msr_paraphrase_test.txt                -> test.tsv (label column replaced by an `index` column)
 
 File order and the original header line (BOM included) are kept, each row is whitespace-stripped and
-re-joined with tabs, so the output is byte-identical to the TSVs everyone else trains on.
+re-joined with tabs, so the output is byte-identical to the TSVs everyone else trains on. The
+caller writes into a folder of its own and publishes it (tasks/download.py: whole or not at all).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
-
-from tasks.atomic import publish_dir
 
 SPLITS = ("train", "dev", "test")
 MSR_FILES = ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt", "dev_ids.tsv")
@@ -38,27 +35,21 @@ def _rows(path: Path) -> tuple[str, list[list[str]]]:
 
 
 def build_glue_mrpc(train_txt: Path, test_txt: Path, dev_ids_tsv: Path, out_dir: Path) -> Path:
-    """Write train.tsv, dev.tsv and test.tsv into `out_dir` (created whole, or not at all)."""
+    """Write train.tsv, dev.tsv and test.tsv into `out_dir` (made if missing)."""
     with open(dev_ids_tsv, encoding="utf-8") as f:
         dev_ids = {tuple(line.strip().split("\t")) for line in f if line.strip()}
     header, train_rows = _rows(train_txt)
     _, test_rows = _rows(test_txt)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        with open(tmp / "train.tsv", "w", encoding="utf-8", newline="\n") as train, \
-                open(tmp / "dev.tsv", "w", encoding="utf-8", newline="\n") as dev:
-            train.write(header)
-            dev.write(header)
-            for label, id1, id2, s1, s2 in train_rows:
-                target = dev if (id1, id2) in dev_ids else train
-                target.write(f"{label}\t{id1}\t{id2}\t{s1}\t{s2}\n")
-        with open(tmp / "test.tsv", "w", encoding="utf-8", newline="\n") as test:
-            test.write(TEST_HEADER)
-            for index, (_, id1, id2, s1, s2) in enumerate(test_rows):
-                test.write(f"{index}\t{id1}\t{id2}\t{s1}\t{s2}\n")
-        publish_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "train.tsv", "w", encoding="utf-8", newline="\n") as train, \
+            open(out_dir / "dev.tsv", "w", encoding="utf-8", newline="\n") as dev:
+        train.write(header)
+        dev.write(header)
+        for label, id1, id2, s1, s2 in train_rows:
+            target = dev if (id1, id2) in dev_ids else train
+            target.write(f"{label}\t{id1}\t{id2}\t{s1}\t{s2}\n")
+    with open(out_dir / "test.tsv", "w", encoding="utf-8", newline="\n") as test:
+        test.write(TEST_HEADER)
+        for index, (_, id1, id2, s1, s2) in enumerate(test_rows):
+            test.write(f"{index}\t{id1}\t{id2}\t{s1}\t{s2}\n")
     return out_dir
-
