@@ -63,7 +63,7 @@ def finetune(cfg: PipelineConfig = PipelineConfig(), parent_run_id: str | None =
     return run.register(trained, report, cfg.registry_for_task, cfg.home,
                         params=flatten(cfg), tags=lineage(raw),
                         extra_artifacts=[validation, str(shards.manifest)],
-                        parent_run_id=parent_run_id, pair=cfg.spec.pair)
+                        parent_run_id=parent_run_id)
 
 
 finetune_mrpc = finetune  # the entrypoint of deployments made before tasks other than MRPC

@@ -39,16 +39,14 @@ def sweep(cfg: PipelineConfig = PipelineConfig(),
             trained = train(raw, shards, cfg.model, trial_cfg.train, cfg.home)
             report = evaluate(trained, shards, cfg.eval, cfg.home)
             run_id = track(trained, report, registry, cfg.home, params=flatten(trial_cfg),
-                           tags=lineage(raw), extra_artifacts=artifacts, parent_run_id=parent,
-                           pair=cfg.spec.pair)
+                           tags=lineage(raw), extra_artifacts=artifacts, parent_run_id=parent)
             trials.append(Trial(learning_rate=learning_rate, seed=seed, run_id=run_id,
                                 trained=trained, report=report))
     settings = close_sweep_run(parent, trials, registry, cfg.home)
     best = best_trial(trials, registry.promote_metric)
     version = register(best.trained, best.report, registry, cfg.home,
                        params=flatten(with_trial(cfg, best.learning_rate, best.seed)),
-                       tags=lineage(raw), extra_artifacts=artifacts, parent_run_id=parent,
-                       pair=cfg.spec.pair)
+                       tags=lineage(raw), extra_artifacts=artifacts, parent_run_id=parent)
     return SweepResult(parent_run_id=parent, settings=settings, best_learning_rate=
                        best.learning_rate, best_seed=best.seed, version=version)
 

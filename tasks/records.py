@@ -60,6 +60,7 @@ class TrainedModel(_Record):
     do_lower_case: bool
     labels: tuple[str, ...]  # the class names, in logit order; () for a regression task
     task: str = "mrpc"
+    pair: bool = True  # it reads sentence pairs (text_a, text_b), as the shards' manifest says
 
     @property
     def regression(self) -> bool:

@@ -34,7 +34,7 @@ from prefect.tasks import exponential_backoff
 
 import bert_core
 from bert_core.features import FEATURE_NAMES
-from data_contracts.specs import TaskConfig, default_metric, task_spec
+from data_contracts.specs import default_metric
 from tasks.caching import cached
 from tasks.config import RegistryConfig
 from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, is_transient,
@@ -93,21 +93,10 @@ def served_signature(labels: tuple[str, ...], pair: bool, old_names: bool = Fals
                           outputs=Schema(outputs or [ColSpec("double", "score")]))
 
 
-def pairs_of(task: str) -> bool:
-    """Whether a built-in task's examples are sentence pairs.
-
-    >>> [pairs_of(task) for task in ("mrpc", "cola", "sst2", "rte", "stsb", "mnli", "xnli")]
-    [True, False, False, True, True, True, True]
-    """
-    if task == "custom":
-        raise ValueError("a custom task's model: register it with pair= (its spec's `pair`)")
-    return task_spec(TaskConfig(name=task)).pair
-
-
-def served_config(trained: TrainedModel, pair: bool) -> dict[str, object]:
+def served_config(trained: TrainedModel) -> dict[str, object]:
     """The classifier's model_config.json (tasks/pyfunc_model.py)."""
     return {"max_seq_length": trained.max_seq_length, "do_lower_case": trained.do_lower_case,
-            "labels": list(trained.labels), "regression": trained.regression, "pair": pair}
+            "labels": list(trained.labels), "regression": trained.regression, "pair": trained.pair}
 
 
 def run_metrics(report: EvalReport, history: dict, timestamp: int) -> list[Metric]:
@@ -153,7 +142,7 @@ def _log_files(client, run_id: str, trained: TrainedModel, report: EvalReport,
             client.log_artifact(run_id, str(Path(trained.model_dir) / name), "train")
 
 
-def log_models(client, run_id: str, trained: TrainedModel, pair: bool) -> None:
+def log_models(client, run_id: str, trained: TrainedModel) -> None:
     """The Keras model (features -> logits, or scores) and the served classifier (text -> label
     and probabilities, or score). Ends the run: FINISHED when both are logged, FAILED otherwise."""
     import keras  # here, not at the top: a cached register never pays TensorFlow's import
@@ -166,14 +155,15 @@ def log_models(client, run_id: str, trained: TrainedModel, pair: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(client.tracking_uri), \
             mlflow.start_run(run_id=run_id, nested=True):
         config_file = Path(tmp) / "model_config.json"
-        config_file.write_text(json.dumps(served_config(trained, pair)))
+        config_file.write_text(json.dumps(served_config(trained)))
         mlflow.keras.log_model(model, name=KERAS_MODEL, pip_requirements=requirements,
                                signature=keras_signature(trained.max_seq_length, outputs))
         mlflow.pyfunc.log_model(
             name=CLASSIFIER, python_model=PYFUNC_CODE, code_paths=[str(BERT_CORE_DIR)],
             artifacts={"keras_model": str(trained.keras_file), "vocab": str(trained.vocab_file),
                        "model_config": str(config_file)},
-            signature=served_signature(trained.labels, pair, old_names=trained.task == "mrpc"),
+            signature=served_signature(trained.labels, trained.pair,
+                                       old_names=trained.task == "mrpc"),
             pip_requirements=requirements)
 
 
@@ -196,11 +186,9 @@ def _reusable_run(client, experiment_id: str, run_key: str | None) -> str | None
 def log_training_run(client, experiment_id: str, trained: TrainedModel, report: EvalReport,
                      params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
                      parent_run_id: str | None = None, flow_run_id: str | None = None,
-                     run_key: str | None = None, pair: bool | None = None) -> str:
+                     run_key: str | None = None) -> str:
     """Log one pipeline run (see the module docstring) and return its run id. With a `run_key`,
-    a finished run under that key is returned as it is instead of logging a second one. `pair`:
-    whether the model reads sentence pairs (default: what its built-in task reads)."""
-    pair = pairs_of(trained.task) if pair is None else pair
+    a finished run under that key is returned as it is instead of logging a second one."""
     if reused := _reusable_run(client, experiment_id, run_key):
         return reused
     run_tags = {**tags, "collapsed": str(report.collapsed).lower(), "task": trained.task,
@@ -217,7 +205,7 @@ def log_training_run(client, experiment_id: str, trained: TrainedModel, report: 
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
-    log_models(client, run_id, trained, pair)
+    log_models(client, run_id, trained)
     return run_id
 
 
@@ -230,7 +218,7 @@ def with_defaults(cfg: RegistryConfig, trained: TrainedModel) -> RegistryConfig:
 
 def _log_run(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
-             parent_run_id: str | None, pair: bool | None) -> tuple[mlflow.MlflowClient, str]:
+             parent_run_id: str | None) -> tuple[mlflow.MlflowClient, str]:
     """The store's client and this flow run's MLflow run for `trained` (logged once per flow run:
     a retry, or `register` after `track`, finds the finished one)."""
     flow_run_id = flow_run.id
@@ -238,20 +226,19 @@ def _log_run(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, hom
     client, experiment_id = open_store(cfg, Path(home))
     return client, log_training_run(client, experiment_id, trained, report, params, tags,
                                     extra_artifacts, parent_run_id=parent_run_id,
-                                    flow_run_id=flow_run_id, run_key=run_key, pair=pair)
+                                    flow_run_id=flow_run_id, run_key=run_key)
 
 
 @task(name="track", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
       retry_condition_fn=retry_on(TransientRegistryError))
 def track(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
           params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
-          parent_run_id: str | None = None, pair: bool | None = None) -> str:
-    """Log the run to MLflow without registering it (a sweep's trials); returns its run id.
-    `pair`: whether the model reads sentence pairs (default: what its built-in task reads)."""
+          parent_run_id: str | None = None) -> str:
+    """Log the run to MLflow without registering it (a sweep's trials); returns its run id."""
     cfg = with_defaults(cfg, trained)
     with transient_errors(tracking_uri(cfg, Path(home))):
         return _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
-                        parent_run_id, pair)[1]
+                        parent_run_id)[1]
 
 
 def version_registered(version: ModelVersion) -> str | None:
@@ -274,13 +261,12 @@ def version_registered(version: ModelVersion) -> str | None:
       **cached("register", __name__, ("mlflow",), checks=(version_registered,)))
 def register(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
-             parent_run_id: str | None = None, pair: bool | None = None) -> ModelVersion:
-    """Log the run to MLflow, register the classifier, move `champion` to it on merit only.
-    `pair`: whether the model reads sentence pairs (default: what its built-in task reads)."""
+             parent_run_id: str | None = None) -> ModelVersion:
+    """Log the run to MLflow, register the classifier, move `champion` to it on merit only."""
     cfg = with_defaults(cfg, trained)
     with transient_errors(tracking_uri(cfg, Path(home))):
         client, run_id = _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
-                                  parent_run_id, pair)
+                                  parent_run_id)
         version = register_and_promote(client, run_id, report, cfg)
         champion = compared_with(client, version.name, version.version)
     create_markdown_artifact(key="model-promotion",

@@ -155,7 +155,7 @@ def _save(trained: Trained, raw: RawData, manifest: dict, model: ModelConfig, tr
             steps=trained.steps, seconds=round(trained.seconds, 3),
             init="checkpoint" if train.init_from_checkpoint else "scratch",
             max_seq_length=model.max_seq_length, do_lower_case=model.do_lower_case,
-            labels=tuple(manifest["labels"]), task=manifest["task"])
+            labels=tuple(manifest["labels"]), task=manifest["task"], pair=manifest["pair"])
         (tmp / "record.json").write_text(record.model_dump_json(indent=2))
         publish_dir(tmp, out, replace=replace)
     finally:

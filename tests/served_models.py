@@ -15,6 +15,7 @@ import keras
 
 from bert_core.config import BertConfig
 from bert_core.model import BertBackbone, BertClassifier
+from data_contracts.specs import TaskConfig, task_spec
 from tasks.records import EvalReport, TrainedModel
 from tests.fixtures import tiny_vocab
 
@@ -42,7 +43,7 @@ def write_trained(folder: Path, task: str, labels: tuple[str, ...], scale: float
     digest = hashlib.sha256((folder / "model.keras").read_bytes()).hexdigest()
     return TrainedModel(model_dir=str(folder), model_sha256=digest, steps=3, seconds=1.5,
                         init="scratch", max_seq_length=MAX_SEQ, do_lower_case=True,
-                        labels=labels, task=task)
+                        labels=labels, task=task, pair=task_spec(TaskConfig(name=task)).pair)
 
 
 def write_report(folder: Path, metrics: dict[str, float], collapsed: bool = False,
