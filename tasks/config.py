@@ -41,6 +41,11 @@ class DataConfig(_Slice):
                                           "checkpoint_sha256")
     TRANSPORT: ClassVar[tuple[str, ...]] = ("workers", "timeout_s")
 
+    drops: str | None = Field(
+        None, description="A drop location: a folder or http(s) base URL holding one subfolder "
+                          "per data drop, named so that they sort (2026-11-30/), or a LATEST "
+                          "file naming one. Each run takes the newest drop as its source; a "
+                          "task's relative file names (--train) are read inside it.")
     source: str | None = Field(
         None, description="Folder, file:// or http(s) base URL holding the task's files in the "
                           "layout of its release (MRPC: GLUE's train/dev/test.tsv or the MSR "
@@ -89,6 +94,21 @@ class RegistryConfig(_Slice):
     promote_metric: str | None = Field(None, description="The dev metric a new version must "
                                        "beat the champion on. Default: the task's GLUE metric.")
 
+    eval_set: str | None = Field(
+        None, description="A pinned evaluation set: a folder or base URL holding the task's "
+                          "dev file(s), scored in place of the drop's dev by evaluate and the "
+                          "gate, so that every version faces the same exam.")
+    min_delta: float = Field(0.0, ge=0, description="The least gain in the promote metric "
+                             "over the champion (or the constant predictor) that promotes.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level: the bootstrap "
+                         "interval is 1 - alpha; McNemar's exact test (accuracy) must reach it.")
+    bootstrap_resamples: int = Field(2000, ge=1000, description="Paired bootstrap resamples "
+                                     "of the evaluation set.")
+    seed: int = Field(20261130, description="Seed of the bootstrap: the same models on the same "
+                      "evaluation set give the same interval.")
+    parity_tolerance: float = Field(1e-5, gt=0, description="Most a served probability may "
+                                    "differ from evaluate's before no alias moves.")
+
     def for_task(self, spec: TaskSpec) -> RegistryConfig:
         """This slice with the task's defaults filled in."""
         return self.defaults(spec.name, spec.metric)
@@ -98,6 +118,35 @@ class RegistryConfig(_Slice):
         return self.model_copy(update={"experiment": self.experiment or f"bertflow-{task}",
                                        "model_name": self.model_name or f"bertflow-{task}",
                                        "promote_metric": self.promote_metric or metric})
+
+
+class DriftCheck(_Slice):
+    """A drift statistic's thresholds: at or over `warn` it is reported, at or over `block` the
+    flow stops before training (None: never)."""
+
+    warn: float | None = None
+    block: float | None = None
+
+
+class DriftConfig(_Slice):
+    """What counts as drift of a new drop against the data the champion was trained on.
+
+    label_shift: the largest change in one class's share (regression: in the mean score, over
+    the score range), flagged only when the chi-square test of the two label counts (regression:
+    KS) has p < `significance`; length_psi / length_ks: population stability index and KS
+    statistic of token lengths; truncated / unk_rate: change in the share of examples longer
+    than max_seq_length and of [UNK] tokens; duplicates: share of the drop's examples repeating
+    another; eval_overlap: share of evaluation examples also in the drop's train."""
+
+    enabled: bool = True
+    significance: float = Field(0.01, gt=0, lt=1)
+    label_shift: DriftCheck = DriftCheck(warn=0.10, block=0.25)
+    length_psi: DriftCheck = DriftCheck(warn=0.10, block=0.25)
+    length_ks: DriftCheck = DriftCheck(warn=0.10, block=0.30)
+    truncated: DriftCheck = DriftCheck(warn=0.05, block=0.20)
+    unk_rate: DriftCheck = DriftCheck(warn=0.01, block=0.05)
+    duplicates: DriftCheck = DriftCheck(warn=0.01, block=0.10)
+    eval_overlap: DriftCheck = DriftCheck(warn=0.01, block=0.05)
 
 
 class PipelineConfig(_Slice):
@@ -110,6 +159,7 @@ class PipelineConfig(_Slice):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
+    drift: DriftConfig = DriftConfig()
 
     @property
     def spec(self) -> TaskSpec:

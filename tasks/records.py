@@ -101,7 +101,9 @@ class ModelVersion(_Record):
     tracking_uri: str = ""  # the store it was registered in
     aliases: tuple[str, ...]
     promoted: bool
-    decision: str
+    decision: str  # one line: why it was or was not promoted
     metric: str
     value: float
     champion_value: float | None = None
+    code: str = ""  # promoted, not-better, not-significant, collapsed, parity-failed,
+    # blocked-by-drift, no-op (the champion's own data: nothing trained)
