@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
+from flows.automations import notify
 from flows.options import (DEFAULT_HOME, Architecture, AsJson, BatchSize, Checkpoint,
                            CheckpointSha, Config, ConfigHome, DataSource, DevFile, Epochs, Home,
                            LabelColumn, LearningRate, MaxSeqLength, Mirror, NoCheckpoint,
@@ -328,6 +329,8 @@ def encode(
     typer.echo("segment_ids: " + " ".join(map(str, features.segment_ids[0, :n].tolist())))
     typer.echo(f"({n} real tokens, zero-padded to {max_seq_length})")
 
+
+app.command("notify")(notify)
 
 if __name__ == "__main__":
     app()
