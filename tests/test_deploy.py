@@ -125,6 +125,27 @@ def test_deploy_all_creates_the_weekly_and_the_on_demand_deployments(server, dep
     assert WEEKLY in listed and "sweep/sweep" in listed
 
 
+def test_the_weekly_deployment_runs_one_at_a_time(server, deployed):
+    """Limit 1, ENQUEUE: while a run holds the slot, a second one a worker claims (proposes
+    Pending, as `prefect worker` does) is sent back to wait, AwaitingConcurrencySlot."""
+    from prefect.states import Cancelled, Pending
+
+    with api(server), get_client(sync_client=True) as client:
+        weekly = client.read_deployment_by_name(WEEKLY)
+        assert weekly.global_concurrency_limit.limit == 1
+        assert weekly.concurrency_options.collision_strategy == "ENQUEUE"
+        runs = [client.create_flow_run_from_deployment(weekly.id) for _ in range(2)]
+        try:
+            first, second = (client.set_flow_run_state(run.id, Pending()) for run in runs)
+            assert (first.status.value, first.state.name) == ("ACCEPT", "Pending")
+            assert (second.status.value, second.state.type.value, second.state.name) == \
+                ("REJECT", "SCHEDULED", "AwaitingConcurrencySlot")
+        finally:  # a worker started later must find no run of these two to claim
+            for run in runs:
+                client.set_flow_run_state(run.id, Cancelled(), force=True)
+                client.delete_flow_run(run.id)
+
+
 def tiny_run(tiny_sources, home: Path) -> PipelineConfig:
     return PipelineConfig(home=str(home), data=tiny_sources, model=ModelConfig(max_seq_length=32),
                           train=TrainConfig(epochs=1, batch_size=4))
