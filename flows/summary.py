@@ -53,7 +53,7 @@ def dev_metrics(version: ModelVersion, cfg: PipelineConfig) -> dict[str, float]:
 def _model(version: ModelVersion) -> dict:
     return {"name": version.name, "version": version.version, "aliases": list(version.aliases),
             "promoted": version.promoted, "decision": version.decision, "run_id": version.run_id,
-            "metric": version.metric}
+            "metric": version.metric, "code": version.code}
 
 
 def _flow(state: State, cfg: PipelineConfig) -> dict:
@@ -99,7 +99,11 @@ SHOWN = ("accuracy", "f1", "precision", "recall", "roc_auc", "mcc", "pearson", "
 
 
 def describe(summary: dict) -> str:
-    """The summary for people."""
+    """The summary for people: one line when the run had nothing new to learn."""
+    if summary.get("model", {}).get("code") == "no-op":
+        model = summary["model"]
+        return (f"flow run {summary['flow_run_id']}: {model['decision']}; {model['name']} "
+                f"version {model['version']} stays champion ({summary['seconds']:.1f} s)")
     lines = [f"flow run {summary['flow_run_id']}: {summary['state']}"
              + (f" in {summary['seconds']:.1f} s" if summary.get("seconds") else "")]
     lines += [f"  {name:<10} {t['state']:<10} {t['seconds']:>8.1f} s"

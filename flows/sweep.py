@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.finetune import flatten, lineage
+from flows.finetune import announce, evidence, flatten, lineage
 from tasks.config import PipelineConfig, SweepConfig
 from tasks.download import download
+from tasks.drift_check import profile_data
 from tasks.evaluate import evaluate
+from tasks.incumbent import evaluation_examples, find_champion, score_champion
 from tasks.register import register, track
 from tasks.sweep import SweepResult, Trial, best_trial, close_sweep_run, open_sweep_run
 from tasks.tokenize import tokenize
@@ -44,9 +46,18 @@ def sweep(cfg: PipelineConfig = PipelineConfig(),
                                 trained=trained, report=report))
     settings = close_sweep_run(parent, trials, registry, cfg.home)
     best = best_trial(trials, registry.promote_metric)
-    version = register(best.trained, best.report, registry, cfg.home,
-                       params=flatten(with_trial(cfg, best.learning_rate, best.seed)),
-                       tags=lineage(raw), extra_artifacts=artifacts, parent_run_id=parent)
+    best_cfg = with_trial(cfg, best.learning_rate, best.seed)
+    seen = lineage(raw, None, best_cfg)
+    champion = find_champion(registry, cfg.home)
+    profile = profile_data(raw, cfg.task, cfg.model, cfg.home)
+    examples = evaluation_examples(raw, cfg.task, cfg.home)
+    scores = score_champion(champion, examples, best.trained.labels, cfg.home) if champion \
+        else None
+    version = register(best.trained, best.report, registry, cfg.home, params=flatten(best_cfg),
+                       tags=seen, extra_artifacts=[*artifacts, profile.path],
+                       evidence=evidence(raw, shards, examples, champion, scores, profile, seen),
+                       parent_run_id=parent)
+    announce(version, seen)
     return SweepResult(parent_run_id=parent, settings=settings, best_learning_rate=
                        best.learning_rate, best_seed=best.seed, version=version)
 

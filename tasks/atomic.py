@@ -34,6 +34,18 @@ def publish_dir(tmp: Path, dest: Path, replace: bool = False) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def publish_built(build: Callable[[Path], object], out: Path) -> None:
+    """`build(tmp)` fills a temporary folder beside `out`, which is then sealed and renamed into
+    place (`publish_dir`); the temporary folder never outlives the call."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        build(tmp)
+        publish_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -20,7 +20,7 @@ from prefect.tasks import exponential_backoff
 
 from bert_core.checkpoint import find_google_release
 from tasks.archive import extract_zip
-from tasks.atomic import publish_dir
+from tasks.atomic import publish_built
 from tasks.caching import cached
 from data_contracts.specs import TaskConfig, TaskSpec, task_spec
 from data_contracts.specs.msr import MSR_FILES, SPLITS, build_glue_mrpc
@@ -93,10 +93,41 @@ def task_sources(task: TaskConfig, cfg: DataConfig) -> tuple[str, list[Source]]:
     return "files", [Source(name, _join(location, name)) for name in spec.files]
 
 
-def fetch_task(task: TaskConfig, cfg: DataConfig, home: Path,
-               progress=None) -> tuple[Path, dict[str, str]]:
+def eval_set_sources(task: TaskConfig, eval_set: str | None) -> list[Source]:
+    """The files of a pinned evaluation set: each evaluation split's file (dev.tsv; MNLI's two)
+    under its name in `eval_set`. A custom task's evaluation set is its dev file (`on_eval_set`)."""
+    if eval_set is None or task.name == "custom":
+        return []
+    return [Source(split.file, _join(eval_set, split.file))
+            for split in task_spec(task).splits if split.role == "eval"]
+
+
+def on_eval_set(task: TaskConfig, eval_set: str | None) -> TaskConfig:
+    """A custom task with a pinned evaluation set reads it as its dev file."""
+    if eval_set is None or task.name != "custom":
+        return task
+    return task.model_copy(update={"dev": eval_set})
+
+
+def fetch_task(task: TaskConfig, cfg: DataConfig, home: Path, progress=None,
+               eval_set: str | None = None) -> tuple[Path, dict[str, str]]:
     """The task's files in a folder named by their content (and the task config), and their
-    sha256s by file name."""
+    sha256s by file name; with `eval_set`, its evaluation files in place of the source's."""
+    out = _fetch_source(task, cfg, home, progress)
+    pinned = eval_set_sources(task, eval_set)
+    if pinned:
+        blobs = [fetch(s, home / "cache", timeout=cfg.timeout_s, progress=progress)
+                 for s in pinned]
+        key = hashlib.sha256(" ".join([out.name, *(b.name for b in blobs)]).encode())
+        merged = out.parent / f"{out.name}-eval-{key.hexdigest()[:12]}"
+        if unsealed(merged):
+            _copy_files({**{name: out / name for name in task_spec(task).files},
+                         **{s.name: b for s, b in zip(pinned, blobs)}}, merged)
+        out = merged
+    return out, {name: sha256_file(out / name) for name in task_spec(task).files}
+
+
+def _fetch_source(task: TaskConfig, cfg: DataConfig, home: Path, progress=None) -> Path:
     spec = task_spec(task)
     kind, sources = task_sources(task, cfg)
     blobs = [fetch(s, home / "cache", timeout=cfg.timeout_s, progress=progress) for s in sources]
@@ -104,13 +135,13 @@ def fetch_task(task: TaskConfig, cfg: DataConfig, home: Path,
     out = home / "data" / spec.name / key.hexdigest()[:16]
     if unsealed(out):  # absent, or damaged: rebuilt whole
         if kind == "msr":
-            _publish_built(lambda tmp: build_glue_mrpc(blobs[0], blobs[1], blobs[2], tmp), out)
+            publish_built(lambda tmp: build_glue_mrpc(blobs[0], blobs[1], blobs[2], tmp), out)
         elif kind == "zip":
             _unpack_release(blobs[0], sources[0].location, spec, out,
                             pinned=cfg.source is None)
         else:
             _copy_files({s.name: b for s, b in zip(sources, blobs)}, out)
-    return out, {name: sha256_file(out / name) for name in spec.files}
+    return out
 
 
 def _unpack_release(blob: Path, location: str, spec: TaskSpec, out: Path, pinned: bool) -> None:
@@ -141,18 +172,7 @@ def _copy_files(files: dict[str, Path], out: Path) -> None:
         for name, path in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / name)
-    _publish_built(copy, out)
-
-
-def _publish_built(build, out: Path) -> None:
-    """`build(tmp)` fills a temporary folder beside `out`, which is then renamed into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        build(tmp)
-        publish_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_built(copy, out)
 
 
 def checkpoint_source(cfg: DataConfig) -> Source:
@@ -190,9 +210,9 @@ def _folder_sha256(folder: Path) -> str:
 
 
 def download_data(cfg: DataConfig, home: Path, progress=None,
-                  task: TaskConfig = TaskConfig()) -> RawData:
+                  task: TaskConfig = TaskConfig(), eval_set: str | None = None) -> RawData:
     remove_stale_parts(home / "cache")
-    data_dir, hashes = fetch_task(task, cfg, home, progress)
+    data_dir, hashes = fetch_task(task, cfg, home, progress, eval_set)
     release, checkpoint_sha = fetch_checkpoint(cfg, home, progress)
     vocab = release / "vocab.txt"
     if not vocab.is_file():
@@ -220,10 +240,12 @@ class _ProgressLog:
         self.logger.info("downloaded %.1f%s MB (%.1f MB/s)", received / 1e6, of, rate)
 
 
-def source_fingerprint(cfg: DataConfig, task: TaskConfig = TaskConfig()) -> str:
+def source_fingerprint(cfg: DataConfig, task: TaskConfig = TaskConfig(),
+                       eval_set: str | None = None) -> str:
     """What the download depends on: the config, and the content of every local source (a local
     data drop edited in place must not be served from the cache)."""
     _, sources = task_sources(task, cfg)
+    sources += eval_set_sources(task, eval_set)
     parts = [cfg.model_dump_json(), task.model_dump_json()]
     for source in [*sources, checkpoint_source(cfg)]:
         path = source.local_path()
@@ -240,15 +262,17 @@ def source_fingerprint(cfg: DataConfig, task: TaskConfig = TaskConfig()) -> str:
 FETCH_TASK = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
                   retry_jitter_factor=0.2, retry_condition_fn=retry_on(TransientFetchError),
                   **cached("download", __name__, ignore={"cfg": DataConfig.TRANSPORT},
-                           extra_key=lambda inputs: source_fingerprint(inputs["cfg"],
-                                                                       inputs["task"])))
+                           extra_key=lambda inputs: source_fingerprint(
+                               inputs["cfg"], inputs["task"], inputs.get("eval_set"))))
 
 
 @task(name="download", **FETCH_TASK)
-def download(task: TaskConfig, cfg: DataConfig, home: str) -> RawData:
-    """Fetch the task's files and the checkpoint into `home` (nothing is fetched twice)."""
+def download(task: TaskConfig, cfg: DataConfig, home: str, eval_set: str | None = None) -> RawData:
+    """Fetch the task's files and the checkpoint into `home` (nothing is fetched twice); with
+    `eval_set`, its evaluation files replace the source's."""
     logger = get_run_logger()
-    raw = download_data(cfg, Path(home), progress=_ProgressLog(logger), task=task)
+    raw = download_data(cfg, Path(home), progress=_ProgressLog(logger), task=task,
+                        eval_set=eval_set)
     logger.info("%s data in %s; checkpoint in %s", task.name, raw.data_dir, raw.checkpoint_dir)
     return raw
 

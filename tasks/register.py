@@ -7,9 +7,11 @@
                                         data/, train/; models keras_model (logits, or scores)
                                         and classifier (raw text -> label and probabilities, or
                                         score; tasks/pyfunc_model.py)
-    new version of cfg.model_name       alias `challenger`; alias `champion` moves to it only when
-                                        it is not collapsed and beats the champion's
-                                        dev_<promote_metric>
+    new version of cfg.model_name       alias `challenger` once it serves what evaluate computed;
+                                        alias `champion` only when the gate finds it significantly
+                                        better than the champion on the same evaluation set
+                                        (tasks/challenge.py); the decision in
+                                        promotion/decision.md
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from tasks.caching import cached
 from tasks.config import RegistryConfig
 from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, is_transient,
                                 open_store, tracking_uri, transient_errors, using_tracking_uri)
-from tasks.promotion import compared_with, promotion_markdown, register_and_promote
+from tasks.challenge import Evidence, verdict
+from tasks.promotion import DECISION_ARTIFACT, register_and_promote
 from tasks.records import EvalReport, ModelVersion, TrainedModel
 from tasks.retry import retry_on
 
@@ -261,17 +264,20 @@ def version_registered(version: ModelVersion) -> str | None:
       **cached("register", __name__, ("mlflow",), checks=(version_registered,)))
 def register(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
-             parent_run_id: str | None = None) -> ModelVersion:
-    """Log the run to MLflow, register the classifier, move `champion` to it on merit only."""
+             evidence: Evidence, parent_run_id: str | None = None) -> ModelVersion:
+    """Log the run to MLflow, register the classifier, and let the gate decide its aliases."""
     cfg = with_defaults(cfg, trained)
-    with transient_errors(tracking_uri(cfg, Path(home))):
+    uri = tracking_uri(cfg, Path(home))
+    with transient_errors(uri):
         client, run_id = _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
                                   parent_run_id)
-        version = register_and_promote(client, run_id, report, cfg)
-        champion = compared_with(client, version.name, version.version)
-    create_markdown_artifact(key="model-promotion",
-                             markdown=promotion_markdown(version, report.metrics, *champion),
+        version = register_and_promote(
+            client, run_id, cfg,
+            lambda number: verdict(f"models:/{cfg.model_name}/{number}", uri, trained, report,
+                                   evidence, cfg))
+        markdown = client.download_artifacts(run_id, DECISION_ARTIFACT)
+    create_markdown_artifact(key="model-promotion", markdown=Path(markdown).read_text(),
                              description=f"{version.name} v{version.version}: {version.decision}")
     get_run_logger().info("%s v%s from run %s: %s; aliases %s", version.name, version.version,
-                          run_id, version.decision, ", ".join(version.aliases))
+                          run_id, version.decision, ", ".join(version.aliases) or "none")
     return version

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from tasks.config import RegistryConfig, SweepConfig
 from tasks.records import EvalReport, ModelVersion, TrainedModel
 from tasks.mlflow_store import TransientRegistryError, open_store, tracking_uri, transient_errors
-from tasks.promotion import lower_is_better
+from tasks.gate import lower_is_better
 from tasks.retry import retry_on
 
 REPORTED = ("accuracy", "f1", "roc_auc")

@@ -93,3 +93,10 @@ def run_bertflow(args: list[str], home: Path, stdin: str | None = None,
                              "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}.items() if v is not None}
     return subprocess.run([str(exe), *args, "--home", str(home)], input=stdin, env=env,
                           capture_output=True, text=True, timeout=timeout_s, cwd=home.parent)
+
+
+STAGES = ["download", "validate", "tokenize", "train", "evaluate", "register"]
+# The fine-tune flow's task runs, in order, when there is no champion yet (with one, score-champion
+# runs before register).
+FLOW_TASKS = ["find-drop", "download", "champion", "validate", "profile", "evaluation-set",
+              "drift", "tokenize", "train", "evaluate", "register"]

@@ -23,12 +23,11 @@ from flows.servers import prefect_command, stop, wait_until_up
 from flows.summary import task_states
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
 from tasks.mlflow_store import tracking_uri
-from tests.fixtures import free_port
+from tests.fixtures import FLOW_TASKS, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-STAGES = ["download", "validate", "tokenize", "train", "evaluate", "register"]
 WEEKLY = "finetune/weekly-mrpc"
 
 
@@ -173,7 +172,7 @@ def test_a_process_worker_runs_the_weekly_deployment_once_on_demand(server, depl
     assert flow_run.deployment_id == weekly.id
     assert flow_run.state.name == "Completed", worker_log[-4000:]
     assert {name: task["state"] for name, task in tasks.items()} == \
-        dict.fromkeys(STAGES, "Completed")
+        dict.fromkeys(FLOW_TASKS, "Completed")
     store = mlflow.MlflowClient(tracking_uri(cfg.registry, Path(cfg.home)))
     # str(): the SQLite store answers version 1 here as an int, elsewhere as "1"
     assert str(store.get_model_version_by_alias("bertflow-mrpc", "challenger").version) == "1"

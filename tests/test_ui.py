@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from flows.servers import start_uis, stop
-from tests.fixtures import free_port, run_bertflow, write_msr_files, write_release_zip
+from tests.fixtures import (FLOW_TASKS, free_port, run_bertflow, write_msr_files,
+                            write_release_zip)
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("download", "validate", "tokenize", "train", "evaluate", "register")
 ARTIFACTS = ("mrpc-validation", "shard-validation", "tokenized-shards", "confusion-matrix",
              "model-promotion")
 MODEL = "bertflow-mrpc"
@@ -101,7 +101,7 @@ def real_run(tmp_path_factory) -> dict:
                            "--learning-rate", "3e-3", "--json"], root / "home", timeout_s=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["state"] == "Completed" and list(summary["tasks"]) == list(STAGES)
+    assert summary["state"] == "Completed" and list(summary["tasks"]) == FLOW_TASKS
     assert summary["model"]["aliases"] == ["challenger", "champion"], summary["model"]
     return {**summary, "home": root / "home"}
 
@@ -126,12 +126,12 @@ def flow_run_name(prefect: str, flow_run_id: str) -> str:
 def test_prefect_ui_shows_the_flow_run_its_six_tasks_and_artifacts(real_run, uis):
     run_id = real_run["flow_run_id"]
     page = f"{uis['prefect']}/v2/runs/flow-run/{run_id}"
-    header = [flow_run_name(uis["prefect"], run_id), "Completed", "finetune", "6 Task runs"]
+    header = [flow_run_name(uis["prefect"], run_id), "Completed", "finetune", f"{len(FLOW_TASKS)} Task runs"]
 
     task_runs = chromium_dom(f"{page}?tab=TaskRuns")
-    for text in [*header, "(6 Completed)"]:
+    for text in [*header, f"({len(FLOW_TASKS)} Completed)"]:
         assert text in task_runs, f"{text!r} not on the Task Runs tab: {task_runs[:2000]}"
-    for stage in STAGES:  # task runs are named `<task>-<3 hex digits>`
+    for stage in FLOW_TASKS:  # task runs are named `<task>-<3 hex digits>`
         assert re.search(rf"\b{stage}-[0-9a-f]{{3}}\b", task_runs), f"no {stage} task run shown"
     screenshot(f"{page}?tab=TaskRuns", SHOTS / "prefect-task-runs.png")
 
