@@ -32,12 +32,17 @@ RUN_FAILED = "bertflow: a deployment's run failed"
 NEEDS_A_LOOK = "bertflow: a retrain needs a look"
 
 # Webhook bodies, rendered by the server (Jinja; `tojson` escapes messages into valid JSON).
-RUN_FAILED_BODY = """{"flow_run": {{ flow_run.name|tojson }},
+# "text" is the line a chat webhook (Slack, Mattermost, ...) shows; the other fields are for bots.
+RUN_FAILED_BODY = """{"text": {{ ("bertflow: " ~ flow.name ~ "/" ~ deployment.name ~ " run "
+   ~ flow_run.name ~ " " ~ flow_run.state.name ~ ": " ~ (flow_run.state.message or ""))|tojson }},
+ "flow_run": {{ flow_run.name|tojson }},
  "flow_run_id": {{ flow_run.id|string|tojson }},
  "deployment": {{ (flow.name ~ "/" ~ deployment.name)|tojson }},
  "state": {{ flow_run.state.name|tojson }},
  "message": {{ flow_run.state.message|tojson }}}"""
-OUTCOME_BODY = """{"event": {{ event.event|tojson }},
+OUTCOME_BODY = """{"text": {{ ("bertflow: " ~ event.payload.model ~ " " ~ event.payload.code
+   ~ ": " ~ event.payload.reason)|tojson }},
+ "event": {{ event.event|tojson }},
  "code": {{ event.payload.code|tojson }},
  "model": {{ event.payload.model|tojson }},
  "version": {{ event.payload.version|tojson }},
@@ -75,10 +80,10 @@ def check_webhook_url(url: str, allow_private_urls: bool = False) -> None:
 
     >>> check_webhook_url("https://hooks.slack.com/services/T0/B0/x")
     >>> check_webhook_url("http://127.0.0.1:8000/hook", allow_private_urls=True)
-    >>> check_webhook_url("http://localhost:8000/hook")
+    >>> check_webhook_url("http://localhost:8000/hook")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: http://localhost:8000/hook is a private address: pass --allow-private-urls to let the server call it
+    ValueError: http://localhost:8000/hook is a private address: pass --allow-private-urls ...
     >>> check_webhook_url("hooks.slack.com/x")
     Traceback (most recent call last):
     ...
@@ -102,9 +107,9 @@ def emit_outcome(code: str, model: str, version: str | None, reason: str,
     a flow or task run, Prefect relates the event to that run."""
     from prefect.events import emit_event
 
-    emit_event(outcome_event(code), resource=model_resource(model),
-               payload={"code": code, "model": model, "version": version, "reason": reason,
-                        "details": dict(details)})
+    payload = {"code": code, "model": model, "version": version, "reason": reason,
+               "details": dict(details)}
+    emit_event(outcome_event(code), resource=model_resource(model), payload=payload)
 
 
 def ensure_notifications(webhook_url: str, deployment_tags: Iterable[str] = ("bertflow",),
@@ -122,15 +127,16 @@ def ensure_notifications(webhook_url: str, deployment_tags: Iterable[str] = ("be
 
 
 def run_failed(block_id, deployment_tags: Iterable[str]):
-    """A flow run of a deployment tagged with one of `deployment_tags` enters Failed or
-    Crashed -> the webhook, naming the run, its deployment, the state and its message."""
+    """A flow run of a deployment tagged with one of `deployment_tags` enters Failed, Crashed
+    or TimedOut -> the webhook, naming the run, its deployment, the state and its message."""
     from prefect.automations import Automation, CallWebhook, EventTrigger
 
     tags = [f"prefect.tag.{tag}" for tag in deployment_tags]
     return Automation(
         name=RUN_FAILED, description="Tells the webhook which run failed and why.",
         trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed",
+                    "prefect.flow-run.TimedOut"},
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related=[{"prefect.resource.role": "tag", "prefect.resource.id": tags},
                            {"prefect.resource.role": "deployment"}],
@@ -168,17 +174,20 @@ def _upsert(automation) -> str:
 def notify(
     ctx: typer.Context,
     webhook: Annotated[str, typer.Option(
-        help="The URL to POST to (JSON): a Slack/Teams incoming webhook, a chat bot, ...")],
+        help="The URL to POST a JSON body to: a chat's incoming webhook (its \"text\" is the "
+             "message), a bot, an incident tool.")],
     tag: Annotated[Optional[list[str]], typer.Option(
         help="Only runs of deployments with this tag (repeat for several; default "
              "bertflow).")] = None,
     allow_private_urls: Annotated[bool, typer.Option(
-        "--allow-private-urls", help="Let the server call a private or loopback address (127.0.0.1, 10.x, an "
-             "internal host name).")] = False,
+        "--allow-private-urls",
+        help="Let the server call a private or loopback address (127.0.0.1, 10.x, an internal "
+             "host name).")] = False,
 ):
     """Tell a webhook when a bertflow deployment's run fails or crashes, or a retrain is blocked
     by drift or not significant: automations on the Prefect server at PREFECT_API_URL, made or
     updated (run it again to change the URL)."""
+    import httpx
     from prefect.settings import PREFECT_API_URL
 
     try:
@@ -192,20 +201,13 @@ def notify(
     try:
         ids = ensure_notifications(webhook, tag or ("bertflow",),
                                    allow_private_urls=allow_private_urls)
-    except Exception as err:  # noqa: BLE001 - narrowed below; anything else propagates
-        if not _unreachable(err):
-            raise
+    except (httpx.ConnectError, httpx.TimeoutException) as err:
         _fail(ctx, f"the Prefect server {server} did not answer ({err})\n  start it, or point "
               "PREFECT_API_URL at it, and run again", err)
-    for name, automation_id in zip((RUN_FAILED, NEEDS_A_LOOK), ids):
+    for name, automation_id in zip((RUN_FAILED, NEEDS_A_LOOK), ids, strict=True):
         typer.echo(f"{automation_id}  {name}")
-    typer.echo(f"webhook {webhook} (block {BLOCK_NAME}) on {server}")
-
-
-def _unreachable(err: BaseException) -> bool:
-    import httpx
-
-    return isinstance(err, (httpx.ConnectError, httpx.TimeoutException))
+    # the URL itself stays in the block (a secret there): a hook's path often holds its token
+    typer.echo(f"calling {urlsplit(webhook).netloc} (Webhook block {BLOCK_NAME}) from {server}")
 
 
 def _fail(ctx: typer.Context, message: str, err: BaseException | None = None):
