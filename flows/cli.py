@@ -16,8 +16,9 @@ from typer.core import TyperGroup
 
 from flows.automations import notify
 from flows.options import (DEFAULT_HOME, Architecture, AsJson, BatchSize, Checkpoint,
-                           CheckpointSha, Config, ConfigHome, DataSource, DevFile, Epochs, Home,
-                           LabelColumn, LearningRate, MaxSeqLength, Mirror, NoCheckpoint,
+                           CheckpointSha, Config, ConfigHome, DataSource, DevFile, Drops, Epochs,
+                           EvalSet, Home, LabelColumn, LearningRate, MaxSeqLength, MinDelta,
+                           Mirror, NoCheckpoint,
                            Regression, Seed, TaskName, TestFile, TextA, TextB, TrackingUri,
                            TrainFile, load_config, overrides, task_overrides, use_home)
 
@@ -102,15 +103,18 @@ def run(home: ConfigHome = None, config: Config = None, task: TaskName = None,
         architecture: Architecture = None,
         seed: Seed = None, learning_rate: LearningRate = None,
         epochs: Epochs = None, batch_size: BatchSize = None, max_seq_length: MaxSeqLength = None,
-        tracking_uri: TrackingUri = None, as_json: AsJson = False,
+        tracking_uri: TrackingUri = None, drops: Drops = None, eval_set: EvalSet = None,
+        min_delta: MinDelta = None, as_json: AsJson = False,
         rerun: Annotated[Optional[str], typer.Option(
             help="Run this stage and every one after it again, whatever the cache holds: "
                  "download, validate, tokenize, train, evaluate or register.")] = None):
-    """Run the fine-tune flow: download -> validate -> tokenize -> train -> evaluate -> register."""
+    """Run the fine-tune flow: download -> validate -> tokenize -> train -> evaluate -> register
+    (on the newest drop with --drops; the champion moves only to a significantly better model)."""
     _check_stages([rerun] if rerun else [], "--rerun")
     cfg = load_config(config, home, overrides(
         source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture, epochs,
-        batch_size, max_seq_length, tracking_uri, seed=seed, learning_rate=learning_rate,
+        batch_size, max_seq_length, tracking_uri, drops=drops, eval_set=eval_set,
+        min_delta=min_delta, seed=seed, learning_rate=learning_rate,
         task=dict(task=task, train=train, dev=dev, test=test, text_a=text_a, text_b=text_b,
                   label=label, regression=regression)))
     home = use_home(Path(cfg.home))

@@ -37,6 +37,7 @@ def use_home(home: Path) -> Path:
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     for name, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
                         ("MLFLOW_DISABLE_TELEMETRY", "true"), ("GX_ANALYTICS_ENABLED", "false"),
+                        ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
                         *TENSORFLOW_ENV.items()):
         os.environ.setdefault(name, value)
     return home
@@ -107,6 +108,11 @@ MaxSeqLength = _flag(int, "Tokens per pair after packing, 8-512 (default 128).")
 Seed = _flag(int, "Seed of shuffling, dropout and the new weights (default 12345).")
 LearningRate = _flag(float, "AdamW's peak learning rate (default 2e-5).")
 TrackingUri = _flag(str, "MLflow tracking URI (default: SQLite under --home).")
+Drops = _flag(str, "A drop location (folder or http(s) base URL, one sub-folder per data drop, "
+                   "or a LATEST file): the run trains on the newest drop.")
+EvalSet = _flag(str, "A pinned evaluation set (folder or URL with the task's dev file; custom: "
+                     "the dev file) that every version is scored and compared on.")
+MinDelta = _flag(float, "The least gain in the promote metric that promotes (default 0).")
 NoCheckpoint = Annotated[bool, typer.Option("--no-checkpoint", help="Random init (the checkpoint "
                                             "still gives vocab and config).")]
 AsJson = Annotated[bool, typer.Option("--json", help="End with one JSON line: run id, task "
@@ -122,12 +128,13 @@ def task_overrides(task=None, train=None, dev=None, test=None, text_a=None, text
 
 def overrides(source, mirror, checkpoint, checkpoint_sha256, no_checkpoint, architecture,
               epochs, batch_size, max_seq_length, tracking_uri, task: dict | None = None,
-              **train) -> dict[str, dict]:
+              drops=None, eval_set=None, min_delta=None, **train) -> dict[str, dict]:
     """The flags shared by `run` and `sweep`, as PipelineConfig sections."""
     return {**task_overrides(**(task or {})),
             "data": {"source": source, "mirror": mirror, "checkpoint": checkpoint,
-                     "checkpoint_sha256": checkpoint_sha256},
+                     "checkpoint_sha256": checkpoint_sha256, "drops": drops},
             "model": {"max_seq_length": max_seq_length},
             "train": {"epochs": epochs, "batch_size": batch_size, "architecture": architecture,
                       "init_from_checkpoint": False if no_checkpoint else None, **train},
-            "registry": {"tracking_uri": tracking_uri}}
+            "registry": {"tracking_uri": tracking_uri, "eval_set": eval_set,
+                         "min_delta": min_delta}}

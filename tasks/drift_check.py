@@ -62,7 +62,7 @@ def profile_data(raw: RawData, task_cfg: TaskConfig, model: ModelConfig, home: s
     key = hashlib.sha256(profile.model_dump_json().encode()).hexdigest()[:16]
     out = Path(home) / "profiles" / key
     if unsealed(out):
-        publish_built(out, lambda tmp: (tmp / PROFILE).write_text(profile.model_dump_json(indent=1)))
+        publish_built(lambda tmp: (tmp / PROFILE).write_text(profile.model_dump_json(indent=1)), out)
     return ProfileFile(path=str(out / PROFILE), files=(stamp(out / PROFILE),))
 
 
@@ -117,7 +117,7 @@ def check_drift(profile: ProfileFile, incumbent: Incumbent | None, raw: RawData,
     key = hashlib.sha256(f"{profile.path} {incumbent.model_id} {cfg}".encode()).hexdigest()[:16]
     out = Path(home) / "drift" / key
     if unsealed(out):
-        publish_built(out, lambda tmp: _write_report(report, before, after, title, tmp))
+        publish_built(lambda tmp: _write_report(report, before, after, title, tmp), out)
     breached = tuple(f"{c.name} ({c.status}): {c.detail}" for c in report.breached)
     verdict = "blocked" if report.blocked else ("warnings" if breached else "no drift")
     summary = f"drift {verdict} against {incumbent.label}" + (
