@@ -16,7 +16,7 @@ from tasks.promotion import register_and_promote
 from tasks.register import log_training_run
 from tasks.serving import for_task_name
 from tests.fixtures import run_bertflow
-from tests.served_models import write_report, write_trained
+from tests.served_models import decided, write_report, write_trained
 
 PAIRS = [("the company said its shares rose", "shares rose on monday"),
          ("analysts expected lower sales", "profit reports beat forecasts")]
@@ -35,7 +35,8 @@ def home(tmp_path_factory):
         cfg = for_task_name(RegistryConfig(), task)
         client, experiment_id = open_store(cfg, home)
         run_id = log_training_run(client, experiment_id, trained, report, {}, {}, [])
-        assert register_and_promote(client, run_id, report, cfg).promoted
+        first = decided("promoted", 0.7, metric=metric)
+        assert register_and_promote(client, run_id, cfg, lambda number: first).promoted
     return home
 
 

@@ -1,21 +1,23 @@
 """The register stage on a real SQLite MLflow store with real TensorFlow: what lands in the run,
 which version holds `champion`, and what the served classifier answers.
 
-One module-scoped sequence logs four runs from one tiny MRPC model and registers them in order:
-v1 first (champion), v2 better F1 in a nested run (champion), v3 worse F1 (challenger only, logged
-twice under one run key), v4 collapsed with the best F1 (never champion). Beside it, in the same
-store: an MNLI model (three label names, a second dev split) and STS-B models (regression,
-promoted on a lower mse).
+One module-scoped sequence logs five runs from one tiny MRPC model and registers them in order,
+each as the gate's verdict says (tests/tasks/test_challenge.py has the gate's own verdicts): v1
+promoted over the majority class (champion), v2 promoted in a nested run (champion), v3 not
+better (challenger only, logged twice under one run key), v4 collapsed (never champion), v5 failing
+serving parity (no alias at all). The register task itself then faces champion v2 for real.
+Beside it, in the same store: an MNLI model (three label names, a second dev split) and STS-B
+models (regression, promoted on mse).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -24,18 +26,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
 from prefect import flow
 
-from bert_core.features import encode_pairs
-from bert_core.tokenization import FullTokenizer
+from tasks.challenge import Evidence
 from tasks.config import RegistryConfig
-from tasks.mlflow_store import (TransientRegistryError, is_transient, open_store,
-                                transient_errors, using_tracking_uri)
-from tasks.promotion import register_and_promote
+from tasks.incumbent import current_champion
+from tasks.mlflow_store import (TransientRegistryError, is_transient, open_store, transient_errors,
+                                using_tracking_uri)
+from tasks.promotion import DECISION_ARTIFACT, LAST_TAG, Verdict, register_and_promote
 from tasks.records import EvalReport, TrainedModel
 from tasks.register import RUN_KEY_TAG, log_training_run, register
 from tasks.serving import for_task_name, load_model, predict_pairs, predict_texts
 from tests.artifacts import flow_artifact
 from tests.fixtures import free_port
-from tests.served_models import MAX_SEQ, write_trained
+from tests.served_models import (MAX_SEQ, decided, eval_texts, keras_outputs, model_outputs,
+                                 write_examples, write_manifest, write_scores, write_trained)
 from tests.served_models import write_report as write_task_report
 
 NLI_LABELS = ("contradiction", "entailment", "neutral")
@@ -51,10 +54,43 @@ def trained(tmp_path_factory) -> TrainedModel:
     return write_trained(tmp_path_factory.mktemp("model"), "mrpc", ("0", "1"))
 
 
-def write_report(folder: Path, f1: float, collapsed: bool = False) -> EvalReport:
+def write_report(folder: Path, f1: float, collapsed: bool = False, dev=None) -> EvalReport:
     metrics = {"accuracy": f1 - 0.05, "f1": f1, "precision": 0.7, "recall": 0.9, "loss": 0.5,
                "roc_auc": 0.8, "majority_baseline": 0.68, "positive_share": 0.7, "examples": 8.0}
-    return write_task_report(folder, metrics, collapsed)
+    return write_task_report(folder, metrics, collapsed, dev=dev)
+
+
+@pytest.fixture(scope="module")
+def exam(trained, tmp_path_factory):
+    """Six evaluation pairs labeled as the trained model answers them, a report holding its real
+    outputs on them, and the gate's evidence (the training data's majority class "0")."""
+    root = tmp_path_factory.mktemp("exam")
+    frame = eval_texts(6)
+    outputs = model_outputs(trained, frame)
+    frame["label"] = [trained.labels[i] for i in outputs.argmax(axis=1)]
+    evidence = Evidence(examples=write_examples(root / "dev.parquet", frame), baseline_label="0",
+                        manifest=str(write_manifest(root / "manifest.json", "mrpc",
+                                                    trained.labels, "1")))
+    return {"root": root, "frame": frame, "outputs": outputs, "evidence": evidence,
+            "report": write_report(root / "report", 0.83, dev=(frame, outputs, trained.labels))}
+
+
+class Judge:
+    """Hands back one verdict, and remembers the versions it was asked about."""
+
+    def __init__(self, verdict: Verdict):
+        self.verdict, self.asked = verdict, []
+
+    def __call__(self, number: str) -> Verdict:
+        self.asked.append(number)
+        return self.verdict
+
+
+VERDICTS = {"v1": decided("promoted", 0.80),
+            "v2": decided("promoted", 0.85, "champion v1", 0.80),
+            "v3": decided("not-better", 0.82, "champion v2", 0.85),
+            "v4": decided("collapsed", 0.95, "champion v2", 0.85),
+            "v5": decided("parity-failed", math.nan, "champion v2", None)}
 
 
 @pytest.fixture(scope="module")
@@ -80,41 +116,74 @@ def sequence(store, trained, tmp_path_factory):
     parent = client.create_run(experiment_id, run_name="sweep").info.run_id
     partial = client.create_run(experiment_id, tags={RUN_KEY_TAG: "flow-1/model-3"}).info.run_id
     plan = [("v1", 0.80, False, None, None), ("v2", 0.85, False, parent, None),
-            ("v3", 0.82, False, None, "flow-1/model-3"), ("v4", 0.95, True, None, None)]
+            ("v3", 0.82, False, None, "flow-1/model-3"), ("v4", 0.95, True, None, None),
+            ("v5", 0.90, False, None, None)]
     out = {"parent": parent, "partial": partial}
     for key, f1, collapsed, parent_run_id, run_key in plan:
         report = write_report(root / key, f1, collapsed)
         run_id = log_training_run(client, experiment_id, trained, report, PARAMS, HASHES,
                                   [str(extra)], parent_run_id=parent_run_id, run_key=run_key)
-        out[key] = register_and_promote(client, run_id, report, cfg)
+        out[key + "_judge"] = judge = Judge(VERDICTS[key])
+        out[key] = register_and_promote(client, run_id, cfg, judge)
         out[key + "_report"] = report
-    out["aliases"] = client.get_registered_model(cfg.model_name).aliases
+        model = client.get_registered_model(cfg.model_name)
+        out[key + "_aliases"] = {k: str(v) for k, v in model.aliases.items()}
+        out[key + "_last"] = {k.removeprefix(LAST_TAG + "."): v for k, v in model.tags.items()
+                              if k.startswith(LAST_TAG + ".")}
     return out
 
 
 def test_first_version_takes_both_aliases(sequence):
     v1 = sequence["v1"]
-    assert (v1.version, v1.aliases, v1.promoted) == ("1", ("challenger", "champion"), True)
-    assert v1.champion_value is None and v1.decision == "promoted: first version, f1 0.8000"
+    assert (v1.version, v1.aliases, v1.promoted, v1.code) == (
+        "1", ("challenger", "champion"), True, "promoted")
+    assert (v1.decision, v1.value, v1.champion_value) == (VERDICTS["v1"].reason, 0.80, 0.5)
+    assert sequence["v1_judge"].asked == ["1"]  # judged as the version it became
 
 
-def test_champion_moves_only_to_a_better_uncollapsed_version(sequence, store):
-    v2, v3, v4 = sequence["v2"], sequence["v3"], sequence["v4"]
+def test_champion_moves_only_as_the_verdict_says(sequence, store):
+    v2, v3, v4 = (sequence[f"v{n}"] for n in range(2, 5))
     assert (v2.promoted, v2.aliases, v2.champion_value) == (True, ("challenger", "champion"), 0.80)
     assert (v3.promoted, v3.aliases, v3.champion_value) == (False, ("challenger",), 0.85)
-    assert (v4.promoted, v4.value, v4.champion_value) == (False, 0.95, 0.85)
-    assert {k: str(v) for k, v in sequence["aliases"].items()} == {"champion": "2",
-                                                                  "challenger": "4"}
+    assert (v4.promoted, v4.code, v4.aliases) == (False, "collapsed", ("challenger",))
+    assert sequence["v4_aliases"] == {"champion": "2", "challenger": "4"}
     client, name = store["client"], store["cfg"].model_name
-    tags = {n: client.get_model_version(name, n).tags for n in "1234"}
-    assert [tags[n]["promotion_decision"] for n in "1234"] == [
-        "promoted", "promoted", "not-better", "collapsed"]
-    assert tags["3"]["promote_metric"] == "f1" and float(tags["3"]["value"]) == 0.82
-    assert float(tags["3"]["champion_value"]) == 0.85 and tags["1"]["champion_value"] == "none"
-    assert client.get_model_version(name, "3").description == (
-        "not promoted: f1 0.8200 <= champion v2 0.8500")
-    assert client.get_model_version(name, "4").description == (
-        "not promoted: collapsed (predicts 1 for 100% of dev)")
+    tags = {n: client.get_model_version(name, n).tags for n in "12345"}
+    assert [tags[n]["promotion_decision"] for n in "12345"] == [
+        "promoted", "promoted", "not-better", "collapsed", "parity-failed"]
+    assert [sequence[f"v{n}_judge"].asked for n in range(1, 6)] == [[n] for n in "12345"]
+
+
+def test_a_version_failing_parity_gets_no_alias(sequence):
+    v5 = sequence["v5"]
+    assert (v5.code, v5.promoted, v5.aliases, v5.champion_value) == (
+        "parity-failed", False, (), None)
+    assert math.isnan(v5.value) and v5.decision == VERDICTS["v5"].reason
+    assert sequence["v5_aliases"] == sequence["v4_aliases"] == {"champion": "2",
+                                                                "challenger": "4"}
+
+
+def test_the_verdict_is_recorded_on_the_version_and_the_run(sequence, store):
+    client, name = store["client"], store["cfg"].model_name
+    for key, number in (("v1", "1"), ("v3", "3"), ("v5", "5")):
+        verdict, version = VERDICTS[key], client.get_model_version(name, number)
+        champion_value = ("none" if verdict.incumbent_value is None
+                          else repr(verdict.incumbent_value))
+        assert version.tags == {**verdict.tags, "promote_metric": "f1",
+                                "value": repr(verdict.value), "compared_with": verdict.incumbent,
+                                "champion_value": champion_value,
+                                "promotion_decision": verdict.code}
+        assert version.description == verdict.reason
+        artifact = client.download_artifacts(version.run_id, DECISION_ARTIFACT)
+        assert Path(artifact).read_text() == verdict.markdown
+
+
+def test_the_registered_model_tells_the_last_outcome(sequence):
+    for key, number in (("v1", "1"), ("v4", "4"), ("v5", "5")):
+        last, verdict = sequence[f"{key}_last"], VERDICTS[key]
+        assert (last["code"], last["reason"], last["version"]) == (verdict.code, verdict.reason,
+                                                                    number)
+        assert last["run_id"] == sequence[key].run_id
 
 
 def test_run_holds_params_metrics_tags_artifacts_and_both_models(sequence, store):
@@ -155,15 +224,9 @@ def test_a_retry_reuses_the_finished_run_and_version(sequence, store, trained):
                              run_key="flow-1/model-3")
     assert again == v3.run_id
     assert len(client.search_runs([experiment_id], f"tags.`{RUN_KEY_TAG}` = 'flow-1/model-3'")) == 1
-    assert register_and_promote(client, again, report, cfg) == v3
-
-
-def keras_outputs(trained: TrainedModel, texts_a: list[str],
-                  texts_b: list[str] | None) -> np.ndarray:
-    """What the trained Keras model itself outputs for the texts: (n, labels) logits, or (n, 1)."""
-    keras_model = keras.saving.load_model(trained.keras_file, compile=False)
-    features = encode_pairs(FullTokenizer(trained.vocab_file), texts_a, texts_b, MAX_SEQ)
-    return keras.ops.convert_to_numpy(keras_model(features.as_dict(), training=False))
+    judge = Judge(decided("promoted", 0.99))
+    assert register_and_promote(client, again, cfg, judge) == v3
+    assert judge.asked == []  # the recorded decision stands; the gate is not asked again
 
 
 def test_champion_classifier_answers_raw_text_like_the_keras_model(sequence, store, trained):
@@ -245,38 +308,54 @@ def test_transient_failures_are_told_from_final_ones(loopback, tmp_path, no_http
 
 @flow
 def register_flow(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
-                  retry_delay: float | None = None):
+                  evidence: Evidence, retry_delay: float | None = None):
     task = register if retry_delay is None else register.with_options(
         retry_delay_seconds=retry_delay)
-    return task(trained, report, cfg, home, PARAMS, HASHES, [])
+    return task(trained, report, cfg, home, PARAMS, HASHES, [], evidence)
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_register_task_publishes_the_decision(sequence, store, trained, tmp_path):
-    report = write_report(tmp_path / "report", 0.83)
-    state = register_flow(trained, report, store["cfg"], str(store["home"]), return_state=True)
+def test_register_task_publishes_the_gate_decision(sequence, store, trained, exam):
+    """Champion v2 is this very model: re-scored on the exam it answers alike, and the new
+    version, served from a fresh process, matches evaluate but is no better."""
+    client = store["client"]
+    champion = current_champion(client, store["cfg"].model_name)
+    scores = write_scores(exam["root"] / "scores.parquet", exam["frame"], exam["outputs"],
+                          trained.labels, champion.model_uri)
+    evidence = exam["evidence"].model_copy(update={"incumbent": champion, "scores": scores})
+    state = register_flow(trained, exam["report"], store["cfg"], str(store["home"]), evidence,
+                          return_state=True)
     version = state.result()
-    assert (version.version, version.promoted, version.aliases) == ("5", False, ("challenger",))
+    assert (version.version, version.code, version.aliases) == ("6", "not-better",
+                                                                 ("challenger",))
+    assert "vs champion v2" in version.decision and version.decision.endswith(": not better")
     flow_run_id = str(state.state_details.flow_run_id)
-    run = store["client"].get_run(version.run_id)
+    run = client.get_run(version.run_id)
     assert run.data.tags["prefect.flow_run_id"] == flow_run_id
     assert run.data.tags[RUN_KEY_TAG].startswith(flow_run_id)
     markdown = flow_artifact(flow_run_id, "model-promotion")
-    assert "not promoted: f1 0.8300 <= champion v2 0.8500" in markdown
-    assert "| f1 | 0.83 | 0.85 |" in markdown
+    assert markdown == Path(client.download_artifacts(version.run_id,
+                                                      DECISION_ARTIFACT)).read_text()
+    assert f"Decision `not-better`: {version.decision}" in markdown
+    assert "| champion v2 |" in markdown and "| gain (> 0 is better) | +0.0000 |" in markdown
+    assert "Serving: served outputs match evaluate on 6 examples" in markdown
+    tags = client.get_model_version(version.name, "6").tags
+    assert float(tags["parity.max_abs_difference"]) < 1e-5
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_register_task_retries_transient_errors_only(loopback, trained, tmp_path,
+def test_register_task_retries_transient_errors_only(loopback, trained, exam, tmp_path,
                                                      no_http_retries):
-    report = write_report(tmp_path / "report", 0.8)
+    report = exam["report"]
     loopback.add(GET_BY_NAME, b"{}")
     loopback.fail(GET_BY_NAME, "500", "500", "500", "500")
     cfg = for_task_name(RegistryConfig(tracking_uri=loopback.url), "mrpc")
-    state = register_flow(trained, report, cfg, str(tmp_path), retry_delay=0, return_state=True)
+    state = register_flow(trained, report, cfg, str(tmp_path), exam["evidence"], retry_delay=0,
+                          return_state=True)
     assert state.is_failed() and loopback.requests.count(GET_BY_NAME) == 4  # 1 + 3 retries
     cfg = for_task_name(RegistryConfig(tracking_uri=loopback.url + "/nowhere"), "mrpc")
-    state = register_flow(trained, report, cfg, str(tmp_path), retry_delay=0, return_state=True)
+    state = register_flow(trained, report, cfg, str(tmp_path), exam["evidence"], retry_delay=0,
+                          return_state=True)
     assert state.is_failed() and loopback.requests.count("/nowhere" + GET_BY_NAME) == 1
 
 
@@ -296,19 +375,24 @@ def test_dev_evaluations_during_training_are_metrics_at_their_step():
     assert [m.step for m in metrics if m.key == "train_loss"] == [1, 2, 3, 4]
 
 
-# -- other tasks: label names, regression, a lower-is-better promote metric ----------------------
+# -- other tasks: label names, regression, a promote metric of the task's own --------------------
 
 NLI_PAIRS = [("a man is playing a guitar", "a man plays music"),
              ("the company said its shares rose", "profit reports beat forecasts"),
              ("analysts expected lower sales", "sales of new cars fell on monday")]
 
 
-def register_task(store, trained: TrainedModel, report: EvalReport, metric: str | None = None):
-    """Log and register `trained` in the store under its task's experiment and model."""
+FIRST = decided("promoted", 0.7)
+
+
+def register_task(store, trained: TrainedModel, report: EvalReport, metric: str | None = None,
+                  verdict: Verdict = FIRST):
+    """Log and register `trained` in the store under its task's experiment and model, the
+    version judged as `verdict` says."""
     cfg = for_task_name(RegistryConfig(promote_metric=metric), trained.task)
     client, experiment_id = open_store(cfg, store["home"])
     run_id = log_training_run(client, experiment_id, trained, report, PARAMS, HASHES, [])
-    return register_and_promote(client, run_id, report, cfg)
+    return register_and_promote(client, run_id, cfg, lambda number: verdict)
 
 
 def served_model(store, uri: str):
@@ -355,14 +439,17 @@ def test_label_names_travel_with_the_model_and_its_signature(mnli, store):
 
 @pytest.fixture(scope="module")
 def stsb(store, tmp_path_factory):
-    """Three STS-B models promoted on dev mse: 0.50 (first), 0.40 (better), 0.45 (worse)."""
+    """Three STS-B models judged on mse: 0.50 (first), 0.40 (better), 0.45 (not better)."""
     root = tmp_path_factory.mktemp("stsb")
+    verdicts = [decided("promoted", 0.50, "constant-mean predictor", 2.1, "mse"),
+                decided("promoted", 0.40, "champion v1", 0.50, "mse"),
+                decided("not-better", 0.45, "champion v2", 0.40, "mse")]
     versions = []
-    for seed, mse in enumerate((0.50, 0.40, 0.45)):
+    for seed, verdict in enumerate(verdicts):
         trained = write_trained(root / f"model-{seed}", "stsb", (), scale=20.0, seed=seed)
         report = write_task_report(root / f"report-{seed}",
-                                   {"pearson": 0.8, "spearman": 0.79, "mse": mse})
-        versions.append((trained, register_task(store, trained, report, metric="mse")))
+                                   {"pearson": 0.8, "spearman": 0.79, "mse": verdict.value})
+        versions.append((trained, register_task(store, trained, report, "mse", verdict)))
     return versions
 
 
@@ -378,11 +465,11 @@ def test_a_regression_model_serves_a_score(stsb, store):
     pd.testing.assert_frame_equal(predict_texts(model, NLI_PAIRS), frame)
 
 
-def test_a_lower_mse_promotes(stsb):
+def test_a_regression_model_is_judged_on_its_mse(stsb):
     first, better, worse = (version for _, version in stsb)
+    assert [v.metric for v in (first, better, worse)] == ["mse"] * 3
     assert (first.promoted, better.promoted, worse.promoted) == (True, True, False)
-    assert better.decision == "promoted: mse 0.4000 < champion v1 0.5000"
-    assert worse.decision == "not promoted: mse 0.4500 >= champion v2 0.4000"
+    assert (better.value, better.champion_value, worse.champion_value) == (0.40, 0.50, 0.40)
     assert worse.aliases == ("challenger",) and "champion" in better.aliases
 
 
