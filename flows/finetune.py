@@ -23,7 +23,7 @@ from tasks.drift_check import DriftOutcome, ProfileFile, check_drift, profile_da
 from tasks.drops import Drop, find_drop, in_drop
 from tasks.evaluate import evaluate
 from tasks.incumbent import Examples, Incumbent, Scores, evaluation_examples, find_champion, \
-    score_champion
+    note_outcome, score_champion
 from tasks.profile import DataProfile, majority_label, mean_score
 from tasks.records import ModelVersion, RawData, Shards
 from tasks.register import register
@@ -134,6 +134,8 @@ def finetune(cfg: PipelineConfig = PipelineConfig(), parent_run_id: str | None =
     seen = lineage(raw, drop, cfg)
     champion = find_champion(registry, cfg.home)
     if no_op := unchanged(champion, seen, registry):
+        note_outcome(registry, cfg.home, {"code": no_op.code, "reason": no_op.decision,
+                                          "version": no_op.version, "drop": seen.get("drop", "")})
         return announce(no_op, seen)
     validation = run.validate(raw, task_cfg, data, cfg.home)
     profile = profile_data(raw, task_cfg, cfg.model, cfg.home)

@@ -70,8 +70,17 @@ def _flow(state: State, cfg: PipelineConfig) -> dict:
 
 
 def error_message(err: BaseException, cfg: PipelineConfig) -> str:
-    """The failure named in the user's terms; an unexpected one with its type."""
-    return explain(err, cfg.data, cfg.home, cfg.task) or unexpected(err)
+    """The failure named in the user's terms (a file of the newest drop, with data.drops); an
+    unexpected one with its type."""
+    from tasks.drops import in_drop, newest_drop
+
+    task, data = cfg.task, cfg.data
+    if data.drops:
+        try:
+            task, data = in_drop(task, data, newest_drop(data.drops, data.timeout_s))
+        except Exception:  # the drop location itself is what failed: named as it is
+            pass
+    return explain(err, data, cfg.home, task) or unexpected(err)
 
 
 def summarize(state: State, cfg: PipelineConfig) -> dict:

@@ -29,7 +29,7 @@ from tasks.config import RegistryConfig
 from tasks.fingerprint import sha256_file, stamp
 from tasks.mlflow_store import TransientRegistryError, tracking_uri, transient_errors, \
     using_tracking_uri
-from tasks.promotion import CHAMPION
+from tasks.promotion import CHAMPION, record_outcome
 from tasks.records import TaskData, _Record
 from tasks.retry import retry_on
 
@@ -95,6 +95,16 @@ def find_champion(cfg: RegistryConfig, home: str) -> Incumbent | None:
     uri = tracking_uri(cfg, Path(home))
     with transient_errors(uri):
         return current_champion(mlflow.MlflowClient(uri, registry_uri=uri), cfg.model_name)
+
+
+@task(name="note-outcome", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
+      retry_condition_fn=retry_on(TransientRegistryError))
+def note_outcome(cfg: RegistryConfig, home: str, outcome: dict[str, str]) -> None:
+    """A run's outcome that made no version (a no-op) on the registered model's
+    bertflow.last.* tags, where the registry shows every week's outcome."""
+    uri = tracking_uri(cfg, Path(home))
+    with transient_errors(uri):
+        record_outcome(mlflow.MlflowClient(uri, registry_uri=uri), cfg.model_name, outcome)
 
 
 def champion_profile(incumbent: Incumbent) -> dict | None:

@@ -126,7 +126,8 @@ def flow_run_name(prefect: str, flow_run_id: str) -> str:
 def test_prefect_ui_shows_the_flow_run_its_six_tasks_and_artifacts(real_run, uis):
     run_id = real_run["flow_run_id"]
     page = f"{uis['prefect']}/v2/runs/flow-run/{run_id}"
-    header = [flow_run_name(uis["prefect"], run_id), "Completed", "finetune", f"{len(FLOW_TASKS)} Task runs"]
+    header = [flow_run_name(uis["prefect"], run_id), "Completed", "finetune",
+              f"{len(FLOW_TASKS)} Task runs"]
 
     task_runs = chromium_dom(f"{page}?tab=TaskRuns")
     for text in [*header, f"({len(FLOW_TASKS)} Completed)"]:
