@@ -105,3 +105,62 @@ def test_a_mirror_of_the_real_glue_zip_passes_its_pins(shared, tmp_path, release
     raw = download_data(DataConfig(mirror=str(mirror), checkpoint=str(release)), tmp_path / "home",
                         task=TaskConfig(name="stsb"))
     assert raw.sha256["train.tsv"].startswith("41c4d978")
+
+
+def test_a_pinned_evaluation_set_replaces_the_sources_dev_file(tmp_path, release):
+    from data_contracts.specs import TaskConfig
+    from tasks.download import source_fingerprint
+    from tasks.fingerprint import sha256_file
+    from tests.task_files import write_task_files
+
+    rte = TaskConfig(name="rte")
+    source = write_task_files("rte", tmp_path / "drop", seed=1)
+    pinned = tmp_path / "exam"
+    pinned.mkdir()
+    shutil.copy(write_task_files("rte", tmp_path / "other", seed=2) / "dev.tsv", pinned)
+    cfg = DataConfig(source=str(source), checkpoint=str(release))
+    raw = download_data(cfg, tmp_path / "home", task=rte, eval_set=str(pinned))
+    assert raw.file("dev.tsv").read_bytes() == (pinned / "dev.tsv").read_bytes()
+    for name in ("train.tsv", "test.tsv"):
+        assert raw.file(name).read_bytes() == (source / name).read_bytes()
+    assert raw.sha256["dev.tsv"] == sha256_file(pinned / "dev.tsv") != sha256_file(
+        source / "dev.tsv")
+    assert raw.sha256["train.tsv"] == sha256_file(source / "train.tsv")
+
+    plain = download_data(cfg, tmp_path / "home", task=rte)
+    assert plain.file("dev.tsv").read_bytes() == (source / "dev.tsv").read_bytes()
+    assert plain.data_dir != raw.data_dir
+
+    before = source_fingerprint(cfg, rte, str(pinned))
+    assert before != source_fingerprint(cfg, rte)
+    lines = (pinned / "dev.tsv").read_text().splitlines(keepends=True)
+    (pinned / "dev.tsv").write_text("".join(lines[:-1]))  # the exam loses its last example
+    assert source_fingerprint(cfg, rte, str(pinned)) != before  # the download's cache key
+    again = download_data(cfg, tmp_path / "home", task=rte, eval_set=str(pinned))
+    assert again.data_dir != raw.data_dir
+    assert again.file("dev.tsv").read_bytes() == (pinned / "dev.tsv").read_bytes()
+    assert again.sha256["dev.tsv"] != raw.sha256["dev.tsv"]
+    assert again.sha256["train.tsv"] == raw.sha256["train.tsv"]
+    assert raw.file("dev.tsv").read_text().splitlines(keepends=True) == lines  # kept as it was
+
+
+def test_an_evaluation_set_over_http_and_for_other_layouts(tmp_path, release, loopback):
+    from data_contracts.specs import TaskConfig
+    from tasks.download import eval_set_sources, on_eval_set
+    from tests.task_files import write_task_files
+
+    source = write_task_files("sst2", tmp_path / "drop", seed=1)
+    exam = write_task_files("sst2", tmp_path / "exam", seed=2) / "dev.tsv"
+    loopback.add("/exam/dev.tsv", exam.read_bytes())
+    raw = download_data(DataConfig(source=str(source), checkpoint=str(release)),
+                        tmp_path / "home", task=TaskConfig(name="sst2"),
+                        eval_set=loopback.url + "/exam/")
+    assert raw.file("dev.tsv").read_bytes() == exam.read_bytes()
+    assert loopback.requests == ["/exam/dev.tsv"]
+    mnli = [(s.name, s.location) for s in eval_set_sources(TaskConfig(name="mnli"), "/exam")]
+    assert mnli == [("dev_matched.tsv", "/exam/dev_matched.tsv"),
+                    ("dev_mismatched.tsv", "/exam/dev_mismatched.tsv")]
+    custom = TaskConfig(name="custom", train="train.csv")
+    assert eval_set_sources(custom, "/exam/dev.csv") == []
+    assert on_eval_set(custom, "/exam/dev.csv").dev == "/exam/dev.csv"
+    assert on_eval_set(TaskConfig(name="rte"), "/exam") == TaskConfig(name="rte")
