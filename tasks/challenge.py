@@ -48,7 +48,9 @@ def truth_of(frame: pd.DataFrame, labels: tuple[str, ...]) -> np.ndarray:
 def incumbent_outputs(evidence: Evidence, guids: list[str], labels: tuple[str, ...]
                       ) -> tuple[np.ndarray, str]:
     """The incumbent's outputs for `guids` and its name in the decision."""
-    if evidence.incumbent is not None and evidence.scores is not None:
+    if evidence.incumbent is not None:
+        if evidence.scores is None:
+            raise ValueError(f"{evidence.incumbent.label} has no scores on the evaluation set")
         frame = pd.read_parquet(evidence.scores.path).astype({"guid": str}).set_index("guid")
         columns = [f"p_{label}" for label in labels] or ["score"]
         values = frame.loc[guids, columns].to_numpy(np.float64)

@@ -41,8 +41,8 @@ def _is_url(location: str) -> bool:
 
 def _checked(name: str, location: str) -> str:
     """A drop's name as given by LATEST or a listing: one plain folder name."""
-    name = name.strip().strip("/")
-    if not name or "/" in name or name in (".", ".."):
+    name = name.strip().rstrip("/")
+    if not name or "/" in name or name.startswith("."):
         raise FetchError(f"{location}: {name!r} is not a drop folder name")
     return name
 
@@ -59,7 +59,7 @@ class _Links(html.parser.HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         href = dict(attrs).get("href") if tag == "a" else None
-        if href and href.endswith("/") and not href.startswith(("/", "?", "..", "http")):
+        if href and href.endswith("/") and not href.startswith(("/", "?", ".", "http")):
             self.links.append(urllib.parse.unquote(href.rstrip("/")))
 
 
@@ -67,7 +67,7 @@ def listed_drops(page: str) -> list[str]:
     """The sub-folder links of an HTTP folder listing, oldest first.
 
     >>> listed_drops('<a href="../">up</a><a href="2026-11-30/">x</a><a href="2026-11-23/">y</a>'
-    ...              '<a href="notes.txt">n</a>')
+    ...              '<a href=".2026-12-07/">being written</a><a href="notes.txt">n</a>')
     ['2026-11-23', '2026-11-30']
     """
     parser = _Links()
@@ -106,6 +106,8 @@ def newest_drop(location: str, timeout_s: float = 60.0) -> Drop:
         latest = folder / "LATEST"
         names = ([_checked(latest.read_text().split("\n")[0], str(latest))] if latest.is_file()
                  else local_drops(folder))
+        if latest.is_file() and not (folder / names[-1]).is_dir():
+            raise FetchError(f"{latest}: names {names[-1]!r}, which is not a folder in {location}")
         join = lambda name: str(folder / name)  # noqa: E731
     if not names:
         raise FetchError(f"{location}: no data drop in it (a folder per drop, or a LATEST file)")

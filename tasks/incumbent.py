@@ -27,8 +27,8 @@ from data_contracts.specs import TaskConfig, task_spec
 from tasks.caching import cached
 from tasks.config import RegistryConfig
 from tasks.fingerprint import sha256_file, stamp
-from tasks.mlflow_store import TransientRegistryError, tracking_uri, transient_errors, \
-    using_tracking_uri
+from tasks.mlflow_store import TransientRegistryError, open_store, tracking_uri, \
+    transient_errors, using_tracking_uri
 from tasks.promotion import CHAMPION, record_outcome
 from tasks.records import TaskData, _Record
 from tasks.retry import retry_on
@@ -92,9 +92,8 @@ def current_champion(client, name: str) -> Incumbent | None:
       retry_condition_fn=retry_on(TransientRegistryError))
 def find_champion(cfg: RegistryConfig, home: str) -> Incumbent | None:
     """The champion of cfg.model_name now (None before the first one is promoted)."""
-    uri = tracking_uri(cfg, Path(home))
-    with transient_errors(uri):
-        return current_champion(mlflow.MlflowClient(uri, registry_uri=uri), cfg.model_name)
+    with transient_errors(tracking_uri(cfg, Path(home))):
+        return current_champion(open_store(cfg, Path(home))[0], cfg.model_name)
 
 
 @task(name="note-outcome", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
@@ -102,9 +101,8 @@ def find_champion(cfg: RegistryConfig, home: str) -> Incumbent | None:
 def note_outcome(cfg: RegistryConfig, home: str, outcome: dict[str, str]) -> None:
     """A run's outcome that made no version (a no-op) on the registered model's
     bertflow.last.* tags, where the registry shows every week's outcome."""
-    uri = tracking_uri(cfg, Path(home))
-    with transient_errors(uri):
-        record_outcome(mlflow.MlflowClient(uri, registry_uri=uri), cfg.model_name, outcome)
+    with transient_errors(tracking_uri(cfg, Path(home))):
+        record_outcome(open_store(cfg, Path(home))[0], cfg.model_name, outcome)
 
 
 def champion_profile(incumbent: Incumbent) -> dict | None:

@@ -101,7 +101,7 @@ def test_the_prefect_ui_shows_validation_confusion_and_promotion(three_runs):
     confusion = flow_artifact(flow_run_id, "confusion-matrix")
     assert [row["true"] for row in confusion] == ["0", "1"]
     promotion = flow_artifact(flow_run_id, "model-promotion")
-    assert three_runs["first"]["model"]["decision"] in promotion and "dev metric" in promotion
+    assert three_runs["first"]["model"]["decision"] in promotion and "95% interval" in promotion
 
 
 def test_second_run_is_served_entirely_from_cache(three_runs):

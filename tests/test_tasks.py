@@ -156,3 +156,40 @@ def test_cli_rejects_a_broken_csv_naming_line_and_rule(tmp_path, release):
     assert done.returncode == 1
     assert f"error: {train}, line 3: csv quoting: unexpected end of data" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def served_drop(server, name: str, rows: list[dict]) -> None:
+    """A drop of a custom task's CSV on the loopback server, then LATEST naming it."""
+    server.add(f"/drops/{name}/reviews.csv",
+               pd.DataFrame(rows).to_csv(index=False).encode())
+    server.add("/drops/LATEST", f"{name}\n".encode())
+
+
+def test_custom_drops_over_http_with_a_pinned_evaluation_set(tmp_path, release):
+    from tests.loopback import LoopbackServer
+
+    server = LoopbackServer().start()
+    try:
+        exam = server.add("/exam/reviews-dev.csv",
+                          pd.DataFrame(custom_rows(10, seed=7)).to_csv(index=False).encode())
+        task = TaskConfig(name="custom", train="reviews.csv", text_a="review", text_b="summary",
+                          label="stars", id="id")
+        cfg = pipeline(tmp_path / "home", release, task)
+        cfg = cfg.model_copy(update={
+            "data": cfg.data.model_copy(update={"drops": f"{server.url}/drops"}),
+            "registry": cfg.registry.model_copy(update={"eval_set": exam})})
+        served_drop(server, "2026-11-23", custom_rows(36, seed=1))
+        first = mlflow_run(cfg, run(cfg))
+        served_drop(server, "2026-11-30", custom_rows(40, seed=2))
+        second = mlflow_run(cfg, run(cfg))
+    finally:
+        server.stop()
+    assert (first.data.tags["drop"], second.data.tags["drop"]) == ("2026-11-23", "2026-11-30")
+    assert first.data.tags["sha256.train.csv"] != second.data.tags["sha256.train.csv"]
+    assert "/drops/2026-11-30/reviews.csv" in server.requests
+    assert first.data.params["task.train"] == "reviews.csv"  # the config as given
+    client = mlflow.MlflowClient(tracking_uri(cfg.registry, Path(cfg.home)))
+    versions = {v.run_id: v.tags for v in client.search_model_versions("name='bertflow-custom'")}
+    # both versions faced the exam, not a share of their drop's train
+    assert [versions[r.info.run_id]["gate.examples"] for r in (first, second)] == ["10", "10"]
+    assert versions[second.info.run_id]["drop"] == "2026-11-30"
