@@ -69,25 +69,29 @@ def lineage(raw: RawData, drop: Drop | None = None, cfg: PipelineConfig | None =
     return tags
 
 
+def champion_stays(champion: Incumbent, code: str, decision: str, registry: RegistryConfig,
+                   value: float = float("nan")) -> ModelVersion:
+    """The champion, untouched, as the answer of a run that made no version."""
+    return ModelVersion(name=champion.name, version=champion.version, run_id=champion.run_id,
+                        tracking_uri=champion.tracking_uri, aliases=("champion",),
+                        promoted=False, code=code, metric=registry.promote_metric, value=value,
+                        decision=decision)
+
+
 def unchanged(champion: Incumbent | None, seen: dict[str, str], registry: RegistryConfig
               ) -> ModelVersion | None:
     """The champion, as this run's answer, when it was trained on exactly this (a no-op)."""
     if champion is None or champion.tags.get("training.key") != seen["training.key"]:
         return None
     what = f"drop {seen['drop']}" if "drop" in seen else "the data"
-    return ModelVersion(name=champion.name, version=champion.version, run_id=champion.run_id,
-                        tracking_uri=champion.tracking_uri, aliases=("champion",),
-                        promoted=False, code="no-op", metric=registry.promote_metric,
-                        value=float(champion.tags.get("value", "nan")),
-                        decision=f"no-op: {what} is what {champion.label} was trained on")
+    return champion_stays(champion, "no-op", f"no-op: {what} is what {champion.label} was "
+                          "trained on", registry, float(champion.tags.get("value", "nan")))
 
 
 def blocked(champion: Incumbent, drift: DriftOutcome, registry: RegistryConfig) -> ModelVersion:
     """The champion, untouched, as the answer of a run that drift stopped before training."""
-    return ModelVersion(name=champion.name, version=champion.version, run_id=champion.run_id,
-                        tracking_uri=champion.tracking_uri, aliases=("champion",),
-                        promoted=False, code="blocked-by-drift", metric=registry.promote_metric,
-                        value=float("nan"), decision=f"not trained: {drift.summary}")
+    return champion_stays(champion, "blocked-by-drift", f"not trained: {drift.summary}",
+                          registry)
 
 
 def announce(version: ModelVersion, seen: dict[str, str]) -> ModelVersion:

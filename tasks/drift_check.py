@@ -55,7 +55,7 @@ class DriftOutcome(_Record):
 def profile_data(raw: RawData, task_cfg: TaskConfig, model: ModelConfig, home: str) -> ProfileFile:
     """The training data's profile under the model's vocabulary and sequence length."""
     spec = task_spec(task_cfg)
-    train = spec.read_all(Path(raw.data_dir))[TRAIN]
+    train = spec.read_split(Path(raw.data_dir), TRAIN)
     tokenizer = FullTokenizer(raw.vocab_file, model.do_lower_case)
     profile = profile_examples(train, tokenizer, model.max_seq_length, spec.regression,
                                spec.score_range)
@@ -70,7 +70,7 @@ def drift_report(before: DataProfile, after: DataProfile, raw: RawData, task_cfg
                  examples: Examples, cfg: DriftConfig, drop: str) -> DriftReport:
     import pandas as pd
 
-    train = task_spec(task_cfg).read_all(Path(raw.data_dir))[TRAIN]
+    train = task_spec(task_cfg).read_split(Path(raw.data_dir), TRAIN)
     overlap = overlap_share(train, pd.read_parquet(examples.path))
     return compare(before, after, cfg, eval_overlap=overlap, drop=drop)
 

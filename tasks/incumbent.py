@@ -118,7 +118,7 @@ def champion_profile(incumbent: Incumbent) -> dict | None:
 @task(name="evaluation-set", **cached("evaluation-set", __name__))
 def evaluation_examples(raw: TaskData, task_cfg: TaskConfig, home: str) -> Examples:
     """The raw examples every version is scored on: the primary evaluation split's."""
-    frame = task_spec(task_cfg).read_all(Path(raw.data_dir))[PRIMARY_EVAL]
+    frame = task_spec(task_cfg).read_split(Path(raw.data_dir), PRIMARY_EVAL)
     frame = frame[["guid", "text_a", "text_b", "label"]].reset_index(drop=True)
     out = Path(home) / "eval" / f"{raw.sha256[task_spec(task_cfg).split(PRIMARY_EVAL).file]}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)

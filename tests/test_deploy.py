@@ -66,12 +66,12 @@ def server(tmp_path_factory) -> Iterator[Server]:
             stop([process])  # terminate, wait 20 s, kill
 
 
-def prefect(server: Server, *args: str, timeout_s: float = 180) -> str:
-    """`prefect <args>` run from the checkout against `server`; its output once it succeeded.
-    Output goes to a file: a worker's flow-run process (its own session) would hold a pipe."""
-    log = server.home / "command.log"
+def run_prefect(env: dict[str, str], args: tuple[str, ...], log: Path,
+                timeout_s: float = 180) -> str:
+    """`prefect <args>` run from the checkout with `env`; its output once it succeeded. Output
+    goes to `log`: a worker's flow-run process (its own session) would hold a pipe."""
     with log.open("w") as out:
-        process = subprocess.Popen([PREFECT, *args], env=server.env, cwd=ROOT, stdout=out,
+        process = subprocess.Popen([PREFECT, *args], env=env, cwd=ROOT, stdout=out,
                                    stderr=subprocess.STDOUT)
         try:
             process.wait(timeout=timeout_s)
@@ -82,6 +82,11 @@ def prefect(server: Server, *args: str, timeout_s: float = 180) -> str:
     output = log.read_text()
     assert process.returncode == 0, f"prefect {' '.join(args)}:\n{output[-4000:]}"
     return output
+
+
+def prefect(server: Server, *args: str, timeout_s: float = 180) -> str:
+    """`prefect <args>` against `server` (run_prefect)."""
+    return run_prefect(server.env, args, server.home / "command.log", timeout_s)
 
 
 def api(server: Server):

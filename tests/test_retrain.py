@@ -26,16 +26,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.servers import stop
 from tasks.config import (DataConfig, ModelConfig, PipelineConfig, RegistryConfig, RowBounds,
                           TrainConfig)
 from tasks.gate import metric_value
 from tests.fixtures import write_release_zip
 from tests.postgres import postgres, servers_on_postgres  # noqa: F401  (a fixture)
+from tests.test_deploy import run_prefect
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 WEEKLY = "finetune/weekly-mrpc"
 MODEL = "bertflow-mrpc"
 HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
@@ -98,20 +97,7 @@ class Receiver:
 
 
 def prefect(env: dict, *args: str, log: Path, timeout_s: float = 300) -> str:
-    """`prefect <args>` from the checkout; its output once it succeeded (to a file: a worker's
-    flow-run process would hold a pipe open)."""
-    with log.open("w") as out:
-        process = subprocess.Popen([PREFECT, *args], env=env, cwd=ROOT, stdout=out,
-                                   stderr=subprocess.STDOUT)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            stop([process])
-            pytest.fail(f"prefect {' '.join(args)} ran past {timeout_s:.0f} s:\n"
-                        f"{log.read_text()[-4000:]}")
-    output = log.read_text()
-    assert process.returncode == 0, f"prefect {' '.join(args)}:\n{output[-4000:]}"
-    return output
+    return run_prefect(env, args, log, timeout_s)
 
 
 @pytest.fixture(scope="module")

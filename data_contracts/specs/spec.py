@@ -101,6 +101,10 @@ class TaskSpec:
         """Every split's examples, by split name."""
         return {split.name: self.read(folder, split) for split in self.splits}
 
+    def read_split(self, folder: Path, name: str) -> pd.DataFrame:
+        """One split's examples (the others' files are not read)."""
+        return self.read(folder, self.split(name))
+
     def bounds(self, split: str) -> tuple[int, int]:
         """Accepted row counts of a split: the task's, by split name, then by role."""
         role = self.split(split).role
