@@ -108,6 +108,10 @@ class RegistryConfig(_Slice):
                       "evaluation set give the same interval.")
     parity_tolerance: float = Field(1e-5, gt=0, description="Most a served probability may "
                                     "differ from evaluate's before no alias moves.")
+    max_batch_rows: int = Field(1024, ge=1, description="Most rows one request to the served "
+                                "model may carry; a larger batch is rejected.")
+    memo_words: int = Field(50_000, ge=0, description="Words the served tokenizer remembers "
+                            "(least recently used first out); 0 remembers none.")
 
     def for_task(self, spec: TaskSpec) -> RegistryConfig:
         """This slice with the task's defaults filled in."""
