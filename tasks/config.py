@@ -112,6 +112,16 @@ class RegistryConfig(_Slice):
                                 "model may carry; a larger batch is rejected.")
     memo_words: int = Field(50_000, ge=0, description="Words the served tokenizer remembers "
                             "(least recently used first out); 0 remembers none.")
+    calibrate: bool = Field(True, description="Fit a temperature (and, for two classes, a "
+                            "decision threshold) on dev at registration; the served model "
+                            "applies them. Regression tasks are never calibrated.")
+    threshold: Literal["max_f1", "precision", "argmax"] = Field(
+        "max_f1", description="How a two-class model decides, on its calibrated P(positive): "
+                              "the threshold of the highest dev F1, the lowest reaching "
+                              "target_precision on dev, or the likelier class (argmax).")
+    target_precision: float = Field(0.9, gt=0, le=1, description="The dev precision the "
+                                    "'precision' threshold must reach; unreachable: argmax, "
+                                    "with a warning in the calibration record.")
 
     def for_task(self, spec: TaskSpec) -> RegistryConfig:
         """This slice with the task's defaults filled in."""
