@@ -16,7 +16,8 @@ ported from `run_classifier.py` keeps working: the functions `convert_to_unicode
 
 The only departure is speed: `FullTokenizer` memoises the word pieces of each whitespace-separated
 word. Everything after the whole-text clean-up (control characters, CJK spacing) works word by word,
-so the cache cannot change a single id.
+so the cache cannot change a single id. The memo is bounded (`memo_words`, MEMO_WORDS by default):
+a server's memory stays flat whatever text it is sent.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 
 MAX_INPUT_CHARS_PER_WORD = 200
+MEMO_WORDS = 50_000  # words a FullTokenizer remembers: all of MRPC has 20k distinct ones, SST-2 15k
 
 # CJK Unified Ideographs and their extensions, as google-research/bert lists them. Hangul and kana
 # are not here: they are written with spaces, so they need no splitting.
@@ -250,52 +252,91 @@ class WordpieceTokenizer:
         return pieces
 
 
-class FullTokenizer:
-    """Basic tokenization followed by WordPiece, with a per-word memo of the resulting ids."""
+class WordMemo:
+    """word -> its ids, holding at most `size` words (None: every word; 0: none), the recently
+    used ones: the memo keeps two generations, `recent` and `older`, of at most size // 2 words
+    each. A word found in `older` moves up to `recent`; when `recent` is full it becomes `older`
+    and the old `older` is dropped. So a word used within the last size // 2 new words is never
+    forgotten (an LRU's guarantee, halved) and a hit costs one dict lookup (`recent.get`), where
+    functools.lru_cache's bookkeeping made tokenizing a third slower.
 
-    def __init__(self, vocab_file: str | os.PathLike, do_lower_case: bool = True):
-        self._init(load_vocab(vocab_file), do_lower_case)
+    >>> memo = WordMemo(len, size=2)
+    >>> [memo.fetch(w) for w in ("a", "bb", "a", "ccc")], sorted(memo.recent), sorted(memo.older)
+    ([1, 2, 1, 3], ['ccc'], ['a'])
+    """
+
+    def __init__(self, compute, size: int | None):
+        self.compute, self.size = compute, size
+        self.generation = None if size is None else max(1, size // 2)
+        self.recent: dict[str, list[int]] = {}
+        self.older: dict[str, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.recent) + len(self.older)
+
+    def fetch(self, word: str) -> list[int]:
+        """The value of a word missing from `recent`: moved up from `older`, or computed."""
+        value = self.older.pop(word, None)
+        if value is None:
+            value = self.compute(word)
+        if self.size == 0:
+            return value
+        if self.generation is not None and len(self.recent) >= self.generation:
+            self.older, self.recent = self.recent, {}
+        self.recent[word] = value
+        return value
+
+
+class FullTokenizer:
+    """Basic tokenization followed by WordPiece, with a bounded per-word memo of the ids
+    (`memo_words` distinct words at most, see WordMemo; None: unbounded; 0: no memo).
+
+    >>> tok = FullTokenizer.from_tokens(["[UNK]", "a", "b"], memo_words=2)
+    >>> tok.encode("a b c a"), len(tok.memo)
+    ([1, 2, 0, 1], 2)
+    """
+
+    def __init__(self, vocab_file: str | os.PathLike, do_lower_case: bool = True,
+                 memo_words: int | None = MEMO_WORDS):
+        self._init(load_vocab(vocab_file), do_lower_case, memo_words)
 
     @classmethod
-    def from_tokens(cls, tokens: Sequence[str], do_lower_case: bool = True) -> FullTokenizer:
+    def from_tokens(cls, tokens: Sequence[str], do_lower_case: bool = True,
+                    memo_words: int | None = MEMO_WORDS) -> FullTokenizer:
         """A tokenizer over an in-memory vocab (id = position), for tests and examples."""
         tokenizer = cls.__new__(cls)
-        tokenizer._init({token: i for i, token in enumerate(tokens)}, do_lower_case)
+        tokenizer._init({token: i for i, token in enumerate(tokens)}, do_lower_case, memo_words)
         return tokenizer
 
-    def _init(self, vocab: dict[str, int], do_lower_case: bool) -> None:
+    def _init(self, vocab: dict[str, int], do_lower_case: bool, memo_words: int | None) -> None:
         self.vocab = vocab
         self.inv_vocab = {i: token for token, i in vocab.items()}
         self.do_lower_case = do_lower_case
         self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case)
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab=vocab)
-        self._pieces: dict[str, list[str]] = {}  # word -> its word pieces
-        self._piece_ids: dict[str, list[int]] = {}  # word -> their ids
+        self.memo = WordMemo(self._word_ids, memo_words)  # word -> the ids of its pieces
 
     def __len__(self) -> int:
         return len(self.vocab)
 
     def tokenize(self, text: str) -> list[str]:
-        return [piece for word in whitespace_tokenize(self.basic_tokenizer.prepare(text))
-                for piece in self._word_pieces(word)]
+        return self.convert_ids_to_tokens(self.encode(text))
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`: `convert_tokens_to_ids(tokenize(text))`, only faster."""
-        cache, ids = self._piece_ids, []
+        memo, recent, ids = self.memo, self.memo.recent, []
         for word in self.basic_tokenizer.prepare(text).split():  # the hot loop of tokenizing
-            word_ids = cache.get(word)
+            word_ids = recent.get(word)
             if word_ids is None:
-                word_ids = cache[word] = self.convert_tokens_to_ids(self._word_pieces(word))
+                word_ids = memo.fetch(word)
+                recent = memo.recent  # a new generation may have begun
             ids += word_ids
         return ids
 
-    def _word_pieces(self, word: str) -> list[str]:
-        pieces = self._pieces.get(word)
-        if pieces is None:
-            pieces = self._pieces[word] = [
-                piece for part in self.basic_tokenizer.split_word(word)
-                for piece in self.wordpiece_tokenizer.split_word(part)]
-        return pieces
+    def _word_ids(self, word: str) -> list[int]:
+        return self.convert_tokens_to_ids(
+            piece for part in self.basic_tokenizer.split_word(word)
+            for piece in self.wordpiece_tokenizer.split_word(part))
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         return convert_by_vocab(self.vocab, tokens)

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bert_core.tokenization import MEMO_WORDS
 from bert_core.train_config import TrainConfig
 from data_contracts.specs import TaskConfig, TaskSpec, task_spec
 
@@ -110,7 +111,7 @@ class RegistryConfig(_Slice):
                                     "differ from evaluate's before no alias moves.")
     max_batch_rows: int = Field(1024, ge=1, description="Most rows one request to the served "
                                 "model may carry; a larger batch is rejected.")
-    memo_words: int = Field(50_000, ge=0, description="Words the served tokenizer remembers "
+    memo_words: int = Field(MEMO_WORDS, ge=0, description="Words the served tokenizer remembers "
                             "(least recently used first out); 0 remembers none.")
     calibrate: bool = Field(True, description="Fit a temperature (and, for two classes, a "
                             "decision threshold) on dev at registration; the served model "
