@@ -28,7 +28,8 @@ from sklearn.metrics import precision_recall_curve
 
 BINS = 15  # equal-width confidence bins of the expected calibration error (Guo et al., 2017)
 PROBABILITY_FLOOR = 5e-7  # half the TSV's last decimal: a written 0.000000 was below it
-LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]: far past any temperature a real model needs
+T_BOUNDS = (0.1, 20.0)  # searched: past any temperature a real model needs; at 0.1 the TSV's
+# rounding grows at most tenfold (tasks/parity.py)
 RULES = ("max_f1", "precision", "argmax")
 
 
@@ -48,13 +49,21 @@ def calibrated(probabilities: np.ndarray, temperature: float,
     return np.exp(log_softmax(z, axis=1))
 
 
+def at_temperature(outputs: np.ndarray, labels: tuple[str, ...],
+                   temperature: float) -> np.ndarray:
+    """A model's outputs as it serves them at `temperature`: a classifier's probabilities
+    calibrated (untouched at 1.0, as a regressor's scores always are)."""
+    return calibrated(outputs, temperature) if labels and temperature != 1.0 else outputs
+
+
 def _nll(logits: np.ndarray, truth: np.ndarray, temperature: float) -> float:
     return float(-np.mean(log_softmax(logits / temperature, axis=1)[np.arange(len(truth)),
                                                                       truth]))
 
 
 def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
-    """The T > 0 minimising the mean NLL of softmax(logits / T) (bounded search over log T).
+    """The T in T_BOUNDS minimising the mean NLL of softmax(logits / T) (bounded search over
+    log T; a dev set the model gets all right would drive T to 0).
 
     >>> rng = np.random.default_rng(0)
     >>> z = rng.normal(size=(20000, 2)) * 2  # logits, and labels drawn as they say
@@ -63,8 +72,8 @@ def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
     3.1
     """
     logits, truth = np.asarray(logits, np.float64), np.asarray(truth, np.int64)
-    found = minimize_scalar(lambda log_t: _nll(logits, truth, np.exp(log_t)),
-                            bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-6})
+    found = minimize_scalar(lambda log_t: _nll(logits, truth, np.exp(log_t)), method="bounded",
+                            bounds=np.log(T_BOUNDS), options={"xatol": 1e-6})
     return float(np.exp(found.x))
 
 
@@ -208,6 +217,8 @@ def calibrate(probabilities: np.ndarray, truth: np.ndarray, labels: tuple[str, .
     threshold, note = None, "threshold: two classes only; argmax"
     if len(labels) == 2:
         threshold, note = decision_threshold(after[:, 1], truth == 1, rule, target_precision)
+    if min(abs(np.log(temperature / bound)) for bound in T_BOUNDS) < 1e-4:
+        note = f"warning: the temperature reached its bound {temperature:.3g}; {note}"
     return Calibration(temperature, threshold, rule if len(labels) == 2 else "argmax",
                        target_precision if rule == "precision" else None,
                        expected_calibration_error(p, truth),
@@ -239,6 +250,18 @@ def calibrate_report(report_dir: str, labels: tuple[str, ...], rule: str = "max_
         return calibrate(np.zeros((0, 0)), np.zeros(0), labels)
     _, probabilities, truth = dev_outputs(report_dir, labels)
     return calibrate(probabilities, truth, labels, rule, target_precision)
+
+
+def write_files(calibration: Calibration, report_dir: str, labels: tuple[str, ...],
+                folder: Path) -> list[Path]:
+    """calibration.json, and reliability.png where a temperature was fitted, in `folder`."""
+    files = [folder / "calibration.json"]
+    files[0].write_text(calibration.to_json())
+    if calibration.ece_before is not None:
+        _, probabilities, truth = dev_outputs(report_dir, labels)
+        files.append(plot_reliability(probabilities, truth, calibration.temperature,
+                                      folder / "reliability.png"))
+    return files
 
 
 def plot_reliability(probabilities: np.ndarray, truth: np.ndarray, temperature: float,

@@ -4,7 +4,9 @@
                and its served outputs on them (or, with none, the training data's constant
                predictor), the shards' manifest (labels, positive class), the run's lineage
     verdict    parity first (tasks/parity.py: the version served from a new process answers as
-               evaluate did), then the significance test (tasks/gate.py)
+               evaluate did, at its temperature), then the significance test (tasks/gate.py) on
+               the challenger's calibrated outputs, as it serves them; the champion's come from
+               its own served model, calibrated as it was registered
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.calibration import Calibration, at_temperature
 from tasks.config import RegistryConfig
 from tasks.gate import constant_outputs, judge
 from tasks.incumbent import Examples, Incumbent, Scores
@@ -64,16 +67,18 @@ def incumbent_outputs(evidence: Evidence, guids: list[str], labels: tuple[str, .
 
 
 def verdict(model_uri: str, tracking_uri: str, trained: TrainedModel, report: EvalReport,
-            evidence: Evidence, cfg: RegistryConfig) -> Verdict:
+            evidence: Evidence, cfg: RegistryConfig,
+            calibration: Calibration = Calibration()) -> Verdict:
     """Parity of the served version, then the gate against the incumbent."""
     frame = pd.read_parquet(evidence.examples.path)
     guids = frame["guid"].astype(str).tolist()
     labels = trained.labels
     parity = check_parity(model_uri, tracking_uri, evidence.examples.path, report.report_dir,
-                          labels, cfg.parity_tolerance)
+                          labels, cfg.parity_tolerance, calibration.temperature)
     parity_tags = {"parity.max_abs_difference": repr(parity.max_abs_difference),
                    "parity.examples": str(parity.examples)}
-    challenger = evaluated_outputs(report.report_dir, guids, labels)
+    challenger = at_temperature(evaluated_outputs(report.report_dir, guids, labels), labels,
+                                calibration.temperature)  # as the version serves them
     incumbent, incumbent_name = incumbent_outputs(evidence, guids, labels)
     if not parity.ok:
         line = f"not promoted: parity failed: {parity.line}"

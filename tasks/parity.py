@@ -2,6 +2,12 @@
 pyfunc as a server would load it, must answer the raw evaluation texts with the probabilities
 (or scores) the evaluate stage computed, before any alias moves to it.
 
+A calibrated classifier serves softmax(logits / T) (tasks/calibration.py), and the two are
+compared where the 6 decimals of dev_predictions.tsv stay within the tolerance: with T > 1 the
+served answers with T undone (softmax(T log q), exact in float64; p^(1/T) of a probability
+printed as 0.000000 would be off by far more), with T < 1 evaluate's with T applied (which
+scales the TSV's rounding by at most 1/T). A model serving another temperature, or none, differs.
+
     python -m tasks.parity MODEL_URI TRACKING_URI EXAMPLES.parquet LABELS_JSON OUT.npy
 """
 
@@ -17,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.calibration import calibrated
 from tasks.mlflow_store import using_tracking_uri
 
 
@@ -66,12 +73,32 @@ def served_in_new_process(model_uri: str, tracking_uri: str, examples: str,
         return np.load(out)
 
 
+def comparable(served: np.ndarray, expected: np.ndarray, temperature: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Served probabilities at `temperature` and evaluate's, in the space where the TSV's
+    rounding does not grow (see the module docstring).
+
+    >>> p = np.array([[0.2, 0.8]])
+    >>> served, expected = comparable(calibrated(p, 2.0), p, 2.0)
+    >>> bool(np.abs(served - expected).max() < 1e-12)
+    True
+    """
+    if temperature > 1:
+        return calibrated(served, 1 / temperature, floor=0), expected
+    if temperature < 1:
+        return served, calibrated(expected, temperature)
+    return served, expected
+
+
 def check_parity(model_uri: str, tracking_uri: str, examples: str, report_dir: str,
-                 labels: tuple[str, ...], tolerance: float) -> Parity:
-    """How far the served version's outputs are from evaluate's on the evaluation set."""
+                 labels: tuple[str, ...], tolerance: float, temperature: float = 1.0) -> Parity:
+    """How far the served version's outputs, at `temperature` (that of its model_config.json),
+    are from evaluate's on the evaluation set."""
     guids = pd.read_parquet(examples, columns=["guid"])["guid"].astype(str).tolist()
     served = served_in_new_process(model_uri, tracking_uri, examples, labels)
     expected = evaluated_outputs(report_dir, guids, labels)
+    if labels and len(guids):
+        served, expected = comparable(served, expected, temperature)
     difference = float(np.max(np.abs(served - expected))) if len(guids) else 0.0
     return Parity(difference, tolerance, len(guids))
 

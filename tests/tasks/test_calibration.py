@@ -75,7 +75,7 @@ def test_the_precision_rule_takes_the_lowest_threshold_that_reaches_the_target()
 def test_an_unreachable_precision_falls_back_to_argmax_with_a_warning():
     record = calibrate(np.stack([1 - P, P], axis=1), 1 - Y, LABELS, "precision", 0.9)
     assert record.threshold is None and record.config()["threshold"] is None
-    assert record.note.startswith("warning: no threshold reaches dev precision 0.9")
+    assert "warning: no threshold reaches dev precision 0.9" in record.note  # anticorrelated
     assert record.rule == "precision" and record.target_precision == 0.9
     assert record.tags()["calibration.threshold"] == "none"
 
@@ -120,3 +120,10 @@ def test_dev_predictions_without_probabilities_are_refused(tmp_path):
     (tmp_path / "dev_predictions.tsv").write_text("index\tlabel\tprobability\n0\t1\t0.9\n")
     with pytest.raises(ValueError, match="no column guid, p_0, p_1"):
         calibrate_report(str(tmp_path), LABELS)
+
+
+def test_a_dev_set_the_model_gets_all_right_stops_the_temperature_at_its_bound():
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+    record = calibrate(p, np.array([0, 1, 0]), LABELS, rule="argmax")
+    assert record.temperature == pytest.approx(0.1, rel=1e-3)
+    assert record.note.startswith("warning: the temperature reached its bound 0.1")
