@@ -7,11 +7,17 @@
                                         data/, train/; models keras_model (logits, or scores)
                                         and classifier (raw text -> label and probabilities, or
                                         score; tasks/pyfunc_model.py)
+    calibration fitted on dev           calibration/calibration.json and reliability.png;
+                                        metrics calibration_ece/brier_before/after; tags
+                                        calibration.temperature/threshold/rule, on the version
+                                        too; applied by the classifier (model_config.json)
     new version of cfg.model_name       alias `challenger` once it serves what evaluate computed;
                                         alias `champion` only when the gate finds it significantly
                                         better than the champion on the same evaluation set
                                         (tasks/challenge.py); the decision in
                                         promotion/decision.md
+    model card                          the run's model_card.md and the version's description
+                                        (tasks/model_card.py)
 """
 
 from __future__ import annotations
@@ -38,14 +44,17 @@ import bert_core
 from bert_core.features import FEATURE_NAMES
 from data_contracts.specs import default_metric
 from tasks.caching import cached
+from tasks.calibration import Calibration, calibrate_report, write_files
 from tasks.config import RegistryConfig
 from tasks.mlflow_store import (CLASSIFIER, KERAS_MODEL, TransientRegistryError, is_transient,
                                 open_store, tracking_uri, transient_errors, using_tracking_uri)
 from tasks.challenge import Evidence, verdict
+from tasks.model_card import card_for
 from tasks.promotion import DECISION_ARTIFACT, register_and_promote
 from tasks.records import EvalReport, ModelVersion, TrainedModel
 from tasks.retry import retry_on
 
+CARD_ARTIFACT = "model_card.md"
 RUN_KEY_TAG = "bertflow.run_key"  # one MLflow run per (Prefect flow run, trained model)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as a model from code
 BERT_CORE_DIR = Path(bert_core.__file__).parent  # shipped with it, so it loads without bertflow
@@ -96,10 +105,25 @@ def served_signature(labels: tuple[str, ...], pair: bool, old_names: bool = Fals
                           outputs=Schema(outputs or [ColSpec("double", "score")]))
 
 
-def served_config(trained: TrainedModel) -> dict[str, object]:
-    """The classifier's model_config.json (tasks/pyfunc_model.py)."""
+def served_config(trained: TrainedModel, cfg: RegistryConfig | None = None,
+                  calibration: Calibration = Calibration()) -> dict[str, object]:
+    """The classifier's model_config.json (tasks/pyfunc_model.py): how it reads text, its
+    temperature and threshold (none fitted: 1.0 and null) and the limits of serving.
+
+    >>> trained = TrainedModel(model_dir="m", model_sha256="0", steps=1, seconds=1.0,
+    ...                        init="scratch", max_seq_length=128, do_lower_case=True,
+    ...                        labels=("0", "1"))
+    >>> {k: v for k, v in served_config(trained, RegistryConfig(max_batch_rows=64),
+    ...                                 Calibration(1.7, 0.42)).items() if k not in ("labels",)}
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'max_seq_length': 128, 'do_lower_case': True, 'regression': False, 'pair': True,
+     'temperature': 1.7, 'threshold': 0.42, 'max_batch_rows': 64, 'memo_words': 50000}
+    """
+    cfg = cfg or RegistryConfig()
     return {"max_seq_length": trained.max_seq_length, "do_lower_case": trained.do_lower_case,
-            "labels": list(trained.labels), "regression": trained.regression, "pair": trained.pair}
+            "labels": list(trained.labels), "regression": trained.regression, "pair": trained.pair,
+            **calibration.config(), "max_batch_rows": cfg.max_batch_rows,
+            "memo_words": cfg.memo_words}
 
 
 def run_metrics(report: EvalReport, history: dict, timestamp: int) -> list[Metric]:
@@ -136,18 +160,23 @@ def _log_batches(client, run_id: str, params: dict[str, object], metrics: list[M
 
 
 def _log_files(client, run_id: str, trained: TrainedModel, report: EvalReport,
-               extra_artifacts: list[str]) -> None:
+               extra_artifacts: list[str], calibration: Calibration) -> None:
     client.log_artifacts(run_id, report.report_dir, "eval")
     for path in extra_artifacts:
         client.log_artifact(run_id, path, "data")
     for name in ("history.json", "bert_config.json", "train_config.json"):
         if (Path(trained.model_dir) / name).is_file():
             client.log_artifact(run_id, str(Path(trained.model_dir) / name), "train")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_files(calibration, report.report_dir, trained.labels, Path(tmp))
+        client.log_artifacts(run_id, tmp, "calibration")
 
 
-def log_models(client, run_id: str, trained: TrainedModel) -> None:
+def log_models(client, run_id: str, trained: TrainedModel, cfg: RegistryConfig | None = None,
+               calibration: Calibration = Calibration()) -> None:
     """The Keras model (features -> logits, or scores) and the served classifier (text -> label
-    and probabilities, or score). Ends the run: FINISHED when both are logged, FAILED otherwise."""
+    and probabilities, or score, calibrated as `calibration` says). Ends the run: FINISHED when
+    both are logged, FAILED otherwise."""
     import keras  # here, not at the top: a cached register never pays TensorFlow's import
 
     import bert_core.model  # noqa: F401  (registers BertClassifier for load_model)
@@ -158,7 +187,7 @@ def log_models(client, run_id: str, trained: TrainedModel) -> None:
     with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(client.tracking_uri), \
             mlflow.start_run(run_id=run_id, nested=True):
         config_file = Path(tmp) / "model_config.json"
-        config_file.write_text(json.dumps(served_config(trained)))
+        config_file.write_text(json.dumps(served_config(trained, cfg, calibration)))
         mlflow.keras.log_model(model, name=KERAS_MODEL, pip_requirements=requirements,
                                signature=keras_signature(trained.max_seq_length, outputs))
         mlflow.pyfunc.log_model(
@@ -189,13 +218,15 @@ def _reusable_run(client, experiment_id: str, run_key: str | None) -> str | None
 def log_training_run(client, experiment_id: str, trained: TrainedModel, report: EvalReport,
                      params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
                      parent_run_id: str | None = None, flow_run_id: str | None = None,
-                     run_key: str | None = None) -> str:
+                     run_key: str | None = None, cfg: RegistryConfig | None = None,
+                     calibration: Calibration = Calibration()) -> str:
     """Log one pipeline run (see the module docstring) and return its run id. With a `run_key`,
     a finished run under that key is returned as it is instead of logging a second one."""
     if reused := _reusable_run(client, experiment_id, run_key):
         return reused
     run_tags = {**tags, "collapsed": str(report.collapsed).lower(), "task": trained.task,
-                "model_sha256": trained.model_sha256, "init": trained.init}
+                "model_sha256": trained.model_sha256, "init": trained.init,
+                **calibration.tags()}
     optional = {"collapse_reason": report.collapse_reason, "prefect.flow_run_id": flow_run_id,
                 RUN_KEY_TAG: run_key, "mlflow.parentRunId": parent_run_id}
     run_tags.update({k: str(v) for k, v in optional.items() if v is not None})
@@ -203,12 +234,15 @@ def log_training_run(client, experiment_id: str, trained: TrainedModel, report: 
     run_id = client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
     try:
         history = json.loads(trained.history_file.read_text())
-        _log_batches(client, run_id, params, run_metrics(report, history, int(time.time() * 1000)))
-        _log_files(client, run_id, trained, report, extra_artifacts)
+        now = int(time.time() * 1000)
+        metrics = run_metrics(report, history, now) + [
+            Metric(key, value, now, 0) for key, value in calibration.metrics().items()]
+        _log_batches(client, run_id, params, metrics)
+        _log_files(client, run_id, trained, report, extra_artifacts, calibration)
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
-    log_models(client, run_id, trained)
+    log_models(client, run_id, trained, cfg, calibration)
     return run_id
 
 
@@ -219,9 +253,17 @@ def with_defaults(cfg: RegistryConfig, trained: TrainedModel) -> RegistryConfig:
     return cfg.defaults(trained.task, default_metric(trained.task, trained.regression))
 
 
+def calibration_of(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig) -> Calibration:
+    """The temperature and threshold fitted on evaluate's dev predictions (cfg.calibrate)."""
+    if not cfg.calibrate:
+        return Calibration(note="not calibrated (registry.calibrate is off)")
+    return calibrate_report(report.report_dir, trained.labels, cfg.threshold, cfg.target_precision)
+
+
 def _log_run(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
-             parent_run_id: str | None) -> tuple[mlflow.MlflowClient, str]:
+             parent_run_id: str | None, calibration: Calibration
+             ) -> tuple[mlflow.MlflowClient, str]:
     """The store's client and this flow run's MLflow run for `trained` (logged once per flow run:
     a retry, or `register` after `track`, finds the finished one)."""
     flow_run_id = flow_run.id
@@ -229,7 +271,8 @@ def _log_run(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, hom
     client, experiment_id = open_store(cfg, Path(home))
     return client, log_training_run(client, experiment_id, trained, report, params, tags,
                                     extra_artifacts, parent_run_id=parent_run_id,
-                                    flow_run_id=flow_run_id, run_key=run_key)
+                                    flow_run_id=flow_run_id, run_key=run_key, cfg=cfg,
+                                    calibration=calibration)
 
 
 @task(name="track", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
@@ -239,9 +282,10 @@ def track(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: 
           parent_run_id: str | None = None) -> str:
     """Log the run to MLflow without registering it (a sweep's trials); returns its run id."""
     cfg = with_defaults(cfg, trained)
+    calibration = calibration_of(trained, report, cfg)
     with transient_errors(tracking_uri(cfg, Path(home))):
         return _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
-                        parent_run_id)[1]
+                        parent_run_id, calibration)[1]
 
 
 def version_registered(version: ModelVersion) -> str | None:
@@ -259,22 +303,36 @@ def version_registered(version: ModelVersion) -> str | None:
     return None
 
 
+def publish_card(client, version: ModelVersion, card: str, calibration: Calibration) -> None:
+    """The card as the run's model_card.md and the version's description; the calibration's
+    tags on the version."""
+    client.log_text(version.run_id, card, CARD_ARTIFACT)
+    for key, value in calibration.tags().items():
+        client.set_model_version_tag(version.name, version.version, key, value)
+    client.update_model_version(version.name, version.version, description=card)
+
+
 @task(name="register", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1),
       retry_condition_fn=retry_on(TransientRegistryError),
       **cached("register", __name__, ("mlflow",), checks=(version_registered,)))
 def register(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig, home: str,
              params: dict[str, object], tags: dict[str, str], extra_artifacts: list[str],
              evidence: Evidence, parent_run_id: str | None = None) -> ModelVersion:
-    """Log the run to MLflow, register the classifier, and let the gate decide its aliases."""
+    """Log the run to MLflow, register the classifier, let the gate decide its aliases, and
+    describe the version with its model card."""
     cfg = with_defaults(cfg, trained)
     uri = tracking_uri(cfg, Path(home))
+    calibration = calibration_of(trained, report, cfg)
     with transient_errors(uri):
         client, run_id = _log_run(trained, report, cfg, home, params, tags, extra_artifacts,
-                                  parent_run_id)
+                                  parent_run_id, calibration)
         version = register_and_promote(
             client, run_id, cfg,
             lambda number: verdict(f"models:/{cfg.model_name}/{number}", uri, trained, report,
-                                   evidence, cfg))
+                                   evidence, cfg, calibration))
+        card = card_for(version, trained, report, calibration, {**tags, **evidence.lineage},
+                        cfg, params, extra_artifacts, evidence.manifest)
+        publish_card(client, version, card, calibration)
         markdown = client.download_artifacts(run_id, DECISION_ARTIFACT)
     create_markdown_artifact(key="model-promotion", markdown=Path(markdown).read_text(),
                              description=f"{version.name} v{version.version}: {version.decision}")

@@ -33,7 +33,7 @@ from tasks.mlflow_store import (TransientRegistryError, is_transient, open_store
                                 using_tracking_uri)
 from tasks.promotion import DECISION_ARTIFACT, LAST_TAG, Verdict, register_and_promote
 from tasks.records import EvalReport, TrainedModel
-from tasks.register import RUN_KEY_TAG, log_training_run, register
+from tasks.register import RUN_KEY_TAG, log_training_run, register, track
 from tasks.serving import for_task_name, load_model, predict_pairs, predict_texts
 from tests.artifacts import flow_artifact
 from tests.fixtures import free_port
@@ -239,7 +239,8 @@ def test_champion_classifier_answers_raw_text_like_the_keras_model(sequence, sto
     assert abs(probabilities[0] - probabilities[1]) > 1e-5  # the pair's text reaches the model
     frame = model.predict(pd.DataFrame({"sentence1": ["the company said"],
                                         "sentence2": ["shares rose"]}))
-    assert list(frame.columns) == ["label", "probability_0", "probability_1", "probability"]
+    assert list(frame.columns) == ["label", "probability_0", "probability_1", "probability",
+                                   "model_version"]
     assert frame["label"][0] == ("1" if frame["probability"][0] >= 0.5 else "0")
     assert frame["probability_1"][0] == frame["probability"][0]
     renamed = model.predict(pd.DataFrame({"text_a": ["the company said"],
@@ -458,11 +459,12 @@ def test_a_regression_model_serves_a_score(stsb, store):
     model = served_model(store, "models:/bertflow-stsb@champion")
     assert model.metadata.get_output_schema().input_names() == ["score"]
     frame = model.predict(pd.DataFrame(NLI_PAIRS, columns=["text_a", "text_b"]))
-    assert list(frame.columns) == ["score"] and frame["score"].dtype == np.float64
+    assert list(frame.columns) == ["score", "model_version"]
+    assert frame["score"].dtype == np.float64
     expected = keras_outputs(trained, *map(list, zip(*NLI_PAIRS)))[:, 0]
     np.testing.assert_allclose(frame["score"], expected, rtol=1e-5)
     assert frame["score"].nunique() == len(NLI_PAIRS)
-    pd.testing.assert_frame_equal(predict_texts(model, NLI_PAIRS), frame)
+    pd.testing.assert_frame_equal(predict_texts(model, NLI_PAIRS), frame[["score"]])
 
 
 def test_a_regression_model_is_judged_on_its_mse(stsb):
@@ -484,4 +486,113 @@ def test_a_single_sentence_model_takes_text_a_only(store, tmp_path):
     logits = keras_outputs(trained, sentences, None)
     np.testing.assert_allclose(frame["probability"], np.exp(logits[:, 1]) / np.exp(logits).sum(1),
                                rtol=1e-5)
-    assert list(frame.columns) == ["label", "probability_0", "probability_1", "probability"]
+    assert list(frame.columns) == ["label", "probability_0", "probability_1", "probability",
+                                   "model_version"]
+
+
+# -- calibrated decisions and the model card, through track then register in one flow run ---------
+
+LINEAGE = {"task": "mrpc", "sha256.train.tsv": "a" * 64, "sha256.dev.tsv": "b" * 64,
+           "sha256.checkpoint": "c" * 64, "data.digest": "d" * 64, "drop": "2026-11-30",
+           "training.key": "e" * 64}
+
+
+@flow
+def track_then_register(trained: TrainedModel, report: EvalReport, cfg: RegistryConfig,
+                        home: str, evidence: Evidence, extra: list[str]):
+    """A sweep's shape: the trial logged by `track`, then registered by `register`."""
+    run_id = track(trained, report, cfg, home, PARAMS, LINEAGE, extra)
+    return run_id, register(trained, report, cfg, home, PARAMS, LINEAGE, extra, evidence)
+
+
+@pytest.fixture(scope="module")
+def calibrated(prefect_api, tmp_path_factory):
+    """An overconfident MRPC model (its dev needs T near 3) on 40 evaluation pairs labeled as
+    it answers but for every fifth, promoted on loss over the majority class."""
+    root = tmp_path_factory.mktemp("calibrated")
+    trained = write_trained(root / "model", "mrpc", ("0", "1"), scale=3.0, gain=30.0)
+    frame = eval_texts(40)
+    outputs = model_outputs(trained, frame)
+    truth = outputs.argmax(axis=1)
+    truth[::5] = 1 - truth[::5]
+    frame["label"] = [trained.labels[i] for i in truth]
+    evidence = Evidence(examples=write_examples(root / "dev.parquet", frame), baseline_label="0",
+                        manifest=str(write_manifest(root / "manifest.json", "mrpc",
+                                                    trained.labels, "1")), lineage=LINEAGE)
+    report = write_report(root / "report", 0.83, dev=(frame, outputs, trained.labels))
+    profile = root / "profile" / "profile.json"
+    profile.parent.mkdir()
+    profile.write_text(json.dumps({"truncated_share": 0.25}))
+    cfg = for_task_name(RegistryConfig(promote_metric="loss"), "mrpc")
+    run_id, version = track_then_register(trained, report, cfg, str(root / "home"), evidence,
+                                          [str(profile)])
+    client, _ = open_store(cfg, root / "home")
+    with using_tracking_uri(client.tracking_uri):
+        folder = mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}",
+                                                     dst_path=str(root / "served"))
+    config = json.loads((Path(folder) / "artifacts" / "model_config.json").read_text())
+    record = json.loads(Path(client.download_artifacts(
+        version.run_id, "calibration/calibration.json")).read_text())
+    return {"trained": trained, "frame": frame, "truth": truth, "report": report,
+            "client": client, "run_id": run_id, "version": version, "config": config,
+            "record": record}
+
+
+def test_the_served_config_carries_the_temperature_and_threshold_fitted_on_dev(calibrated):
+    config, record = calibrated["config"], calibrated["record"]
+    assert record["temperature"] == pytest.approx(2.8, abs=0.5) and record["rule"] == "max_f1"
+    assert record["ece_before"] is not None and record["brier_after"] < record["brier_before"]
+    assert (config["temperature"], config["threshold"]) == (record["temperature"],
+                                                            record["threshold"])
+    assert 0 < config["threshold"] < 1
+    assert (config["max_batch_rows"], config["memo_words"]) == (1024, 50_000)
+    assert calibrated["version"].run_id == calibrated["run_id"]  # register took track's run
+
+
+def test_calibration_is_on_the_run_and_the_version(calibrated):
+    client, version, record = calibrated["client"], calibrated["version"], calibrated["record"]
+    run = client.get_run(version.run_id)
+    names = {a.path for a in client.list_artifacts(version.run_id, "calibration")}
+    assert names == {"calibration/calibration.json", "calibration/reliability.png"}
+    assert run.data.metrics["calibration_ece_before"] == pytest.approx(record["ece_before"])
+    assert run.data.metrics["calibration_brier_after"] == pytest.approx(record["brier_after"])
+    tags = client.get_model_version(version.name, version.version).tags
+    for where in (run.data.tags, tags):
+        assert float(where["calibration.temperature"]) == record["temperature"]
+        assert float(where["calibration.threshold"]) == record["threshold"]
+
+
+def test_the_served_model_answers_calibrated_and_passes_parity(calibrated):
+    client, version, config = calibrated["client"], calibrated["version"], calibrated["config"]
+    frame, trained = calibrated["frame"], calibrated["trained"]
+    tags = client.get_model_version(version.name, version.version).tags
+    assert version.code == "promoted" and float(tags["parity.max_abs_difference"]) < 1e-5
+    with using_tracking_uri(client.tracking_uri):
+        model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+    answer = model.predict(frame[["text_a", "text_b"]])
+    logits = keras_outputs(trained, frame["text_a"].tolist(), frame["text_b"].tolist())
+    z = logits / config["temperature"]
+    expected = np.exp(z[:, 1]) / np.exp(z).sum(axis=1)
+    np.testing.assert_allclose(answer["probability"], expected, rtol=1e-5)
+    assert list(answer["label"]) == ["1" if p >= config["threshold"] else "0"
+                                     for p in answer["probability"]]
+    tsv = pd.read_csv(Path(calibrated["report"].report_dir) / "dev_predictions.tsv", sep="\t")
+    raw = tsv[["p_0", "p_1"]].to_numpy()
+    served_loss = -np.mean(np.log(np.where(calibrated["truth"] == 1, expected, 1 - expected)))
+    assert version.value == pytest.approx(served_loss, abs=1e-4)  # the gate judged what serves
+    assert abs(version.value - -np.mean(np.log(raw[np.arange(40), calibrated["truth"]]))) > 1e-3
+
+
+def test_the_version_description_is_its_model_card(calibrated):
+    client, version = calibrated["client"], calibrated["version"]
+    description = client.get_model_version(version.name, version.version).description
+    card = Path(client.download_artifacts(version.run_id, "model_card.md")).read_text()
+    assert description == card
+    assert card.startswith(f"# bertflow-mrpc v{version.version}\n\n{version.decision}\n")
+    for key in ("drop", "data.digest", "training.key", "sha256.train.tsv", "sha256.checkpoint"):
+        assert f"| {key} | `{LINEAGE[key]}` |" in card
+    uri = f"models:/bertflow-mrpc/{version.version}"
+    assert f"mlflow models serve -m {uri} --env-manager local -h 127.0.0.1 -p 5001" in card
+    assert f"bertflow score --input FILE --output FILE.parquet --model-uri {uri}" in card
+    assert f"Temperature T = {calibrated['record']['temperature']:.4g}" in card
+    assert "25.0% of its training examples" in card and "| loss |" in card
