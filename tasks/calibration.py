@@ -127,7 +127,7 @@ def decision_threshold(p_positive: np.ndarray, is_positive: np.ndarray, rule: st
     >>> decision_threshold(p, y, "max_f1", 0.9)
     (0.3, 'max_f1: dev F1 0.8889 at P >= 0.3')
     >>> decision_threshold(p, y, "precision", 0.9)
-    (0.6, 'precision: dev precision 1.0000 >= 0.9 at P >= 0.6')
+    (0.6, 'precision: dev precision 1.0000 >= 0.9 at P >= 0.6, recall 0.7500')
     >>> decision_threshold(p, 1 - y, "precision", 0.9)[1]
     'warning: no threshold reaches dev precision 0.9 (best 0.3333); argmax instead'
     """
@@ -152,7 +152,8 @@ def decision_threshold(p_positive: np.ndarray, is_positive: np.ndarray, rule: st
                       f"(best {precision.max():.4f}); argmax instead")
     i = int(reached[0])
     return float(thresholds[i]), (f"precision: dev precision {precision[i]:.4f} >= "
-                                  f"{target_precision:g} at P >= {thresholds[i]:.4g}")
+                                  f"{target_precision:g} at P >= {thresholds[i]:.4g}, recall "
+                                  f"{recall[i]:.4f}")
 
 
 @dataclass(frozen=True)
