@@ -277,6 +277,118 @@ def _load_model(model_uri: str | None, home: Path, cfg):
                                     cfg.model_name)) from err
 
 
+InputFile = Annotated[Path, typer.Option("--input", help="CSV, TSV, JSON Lines or Parquet file "
+                                                           "(format by its suffix).")]
+OutputFile = Annotated[Path, typer.Option("--output", help="The Parquet file to write (replaced "
+                                                             "only once complete).")]
+ModelUri = Annotated[Optional[str], typer.Option(
+    help="An MLflow model URI, e.g. models:/bertflow-rte/2. Default: the champion of --task's "
+         "model in --home's store.")]
+ScoreTask = Annotated[str, typer.Option(
+    "--task", help="The task whose column layout (its GLUE test file's) and champion are used; "
+                   "custom: your own columns (--text-a, --text-b, --id).")]
+IdColumn = Annotated[Optional[str], typer.Option(
+    "--id", help="A column of ids to copy to the output (default: `index` where the file has "
+                 "one, else the row number).")]
+
+
+def _score_config(**values):
+    """ScoreConfig from the flags given; a bad value is a usage error naming the flag."""
+    from pydantic import ValidationError
+
+    from tasks.score import ScoreConfig
+
+    try:
+        return ScoreConfig.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as err:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                             for e in err.errors())
+        raise typer.BadParameter(problems) from None
+
+
+@app.command()
+def score(input: InputFile, output: OutputFile, model_uri: ModelUri = None,
+          task: ScoreTask = "mrpc", text_a: TextA = None, text_b: TextB = None,
+          id: IdColumn = None, home: Home = DEFAULT_HOME, tracking_uri: TrackingUri = None,
+          chunk_rows: Annotated[int, typer.Option(
+              min=1, help="Rows read, scored and written at a time (memory grows with it).")]
+          = 8192, as_json: AsJson = False):
+    """Score a file of any size with the registered classifier: one Parquet row of answers per
+    input row (label, probability_<label>..., or score; model_version); rows with no text go to
+    <output stem>.rejects.csv."""
+    home = use_home(home)
+    cfg = _score_config(input=str(input.resolve()), output=str(output.resolve()), task=task,
+                        model_uri=model_uri, text_a=text_a, text_b=text_b, id=id,
+                        home=str(home), tracking_uri=tracking_uri, chunk_rows=chunk_rows)
+    with _prefect_api_starting():
+        from flows.score import score_file
+
+    state = score_file(cfg, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, BaseException):
+        raise summary
+    if not state.is_completed():
+        fail(f"the score flow ended {state.name}: {state.message}")
+    typer.echo(summary.model_dump_json() if as_json else summary.line())
+
+
+@app.command()
+def embed(input: InputFile, output: OutputFile,
+          layers: Annotated[str, typer.Option(
+              help="Encoder layers, comma-separated (-1: the last), concatenated in this "
+                   "order.")] = "-1",
+          pooling: Annotated[str, typer.Option(
+              help="cls: the [CLS] position's vector; mean: the mean over real tokens.")]
+          = "cls",
+          model_uri: ModelUri = None,
+          checkpoint: Annotated[Optional[str], typer.Option(
+              help="A pretrained checkpoint (Google zip/folder, Hugging Face folder) instead "
+                   "of a registered model.")] = None,
+          cased: Annotated[Optional[bool], typer.Option(
+              "--cased/--uncased", help="--checkpoint: the vocab's case (default: as the "
+                                        "checkpoint says).")] = None,
+          max_seq_length: Annotated[Optional[int], typer.Option(
+              help="Tokens per text after packing (default: the model's; a checkpoint: "
+                   "128).")] = None,
+          task: ScoreTask = "mrpc", text_a: TextA = None, text_b: TextB = None,
+          id: IdColumn = None, home: Home = DEFAULT_HOME, tracking_uri: TrackingUri = None,
+          chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read and written at a "
+                                                            "time.")] = 8192,
+          as_json: AsJson = False):
+    """Sentence vectors, as google-research/bert's extract_features.py reads them: the chosen
+    encoder layers pooled per text, in a Parquet column `embedding`."""
+    if model_uri and checkpoint:
+        raise typer.BadParameter("give --model-uri or --checkpoint, not both")
+    try:
+        numbers = [int(x) for x in layers.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{layers!r}: comma-separated integers, e.g. -1,-2",
+                                 param_hint="--layers") from None
+    home = use_home(home)
+    from pydantic import ValidationError
+
+    from tasks.embed import EmbedConfig
+    from tasks.embed import embed as embed_file
+
+    given = {"input": str(input.resolve()), "output": str(output.resolve()), "layers": numbers,
+             "pooling": pooling, "model_uri": model_uri, "checkpoint": checkpoint,
+             "do_lower_case": None if cased is None else not cased,
+             "max_seq_length": max_seq_length, "task": task, "text_a": text_a,
+             "text_b": text_b, "id": id, "home": str(home), "tracking_uri": tracking_uri,
+             "chunk_rows": chunk_rows}
+    try:
+        cfg = EmbedConfig.model_validate({k: v for k, v in given.items() if v is not None})
+        summary = embed_file(cfg)
+    except ValidationError as err:
+        raise typer.BadParameter("; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                           for e in err.errors())) from None
+    except ValueError as err:
+        if type(err) is not ValueError:  # a broken file or checkpoint: explained as such
+            raise
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(summary.model_dump_json() if as_json else summary.line())
+
+
 @app.command()
 def ui(home: Home = DEFAULT_HOME,
        prefect_port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,

@@ -27,7 +27,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from data_contracts.errors import ContractViolation
-from data_contracts.specs.config import BUILT_IN, FileFormat
+from data_contracts.specs.config import FileFormat
 from data_contracts.specs.custom import file_format
 from tasks.streams import Chunk, ParquetSink, RejectsSink, read_chunks, staged
 

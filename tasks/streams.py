@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -50,7 +51,7 @@ def as_text(value) -> str | None:
     >>> as_text("a cat"), as_text(None), as_text(float("nan")), as_text(3), as_text(2.0)
     ('a cat', None, None, '3', '2')
     """
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -256,7 +257,7 @@ class RejectsSink:
     COLUMNS = ("row", "id", "column", "reason")
 
     def __init__(self, path: Path):
-        self.file = open(path, "w", newline="", encoding="utf-8")
+        self.file = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - see close
         self.out = csv.writer(self.file)
         self.out.writerow(self.COLUMNS)
         self.rows = 0

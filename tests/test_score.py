@@ -23,9 +23,12 @@ import pytest
 from data_contracts.errors import ContractViolation
 from tasks.mlflow_store import using_tracking_uri
 from tasks.score import ScoreConfig, score_file
+from tests import test_predict
 from tests.fixtures import run_bertflow
 from tests.task_files import sentence
-from tests.test_predict import home, served  # noqa: F401 - a store with a champion per task
+
+home = test_predict.home  # the fixture: a store with a champion of each of its tasks
+served = test_predict.served
 
 MRPC_HEADER = "\ufeffindex\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 BIG_ROWS = 100_000
