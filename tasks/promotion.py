@@ -7,8 +7,11 @@ promotion/decision.md.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST,
@@ -21,6 +24,7 @@ from tasks.records import ModelVersion
 CHALLENGER, CHAMPION = "challenger", "champion"
 DECISION_TAG = "promotion_decision"
 DECISION_ARTIFACT = "promotion/decision.md"
+VERSION_FILE = "version.json"  # in the logged model: the served model answers "<name>/<version>"
 LAST_TAG = "bertflow.last"  # registered-model tags: the last run's outcome, whatever it was
 
 
@@ -71,6 +75,16 @@ def _version_of_run(client, name: str, run_id: str):
                                            model_id=model_id)
 
 
+def write_version_file(client, version) -> None:
+    """{"name", "version"} into the version's logged model, beside its MLmodel file, where the
+    served model reads whom it answers for (tasks/pyfunc_model.py)."""
+    model_id = version.model_id or _classifier_model_id(client, version.run_id)
+    with tempfile.TemporaryDirectory(prefix="bertflow-version-") as tmp:
+        path = Path(tmp) / VERSION_FILE
+        path.write_text(json.dumps({"name": version.name, "version": str(version.version)}))
+        client.log_model_artifact(model_id, str(path))
+
+
 def _record(client, name: str, version: str, run_id: str, metric: str,
             verdict: Verdict) -> None:
     """Decision tags, description and the run's promotion/decision.md first, the
@@ -104,6 +118,7 @@ def register_and_promote(client, run_id: str, cfg: RegistryConfig,
     for the same run finds the recorded decision); then the aliases move as it says."""
     name, metric = filled(cfg).model_name, cfg.promote_metric
     version = _version_of_run(client, name, run_id)
+    write_version_file(client, version)  # again on a retry: the first attempt may have died here
     number = str(version.version)  # the SQL store gives ints, the REST store strings
     if DECISION_TAG not in version.tags:
         _record(client, name, number, run_id, metric, judge(number))

@@ -84,16 +84,18 @@ def served_signature(labels: tuple[str, ...], pair: bool, old_names: bool = Fals
                      ) -> ModelSignature:
     """The classifier's columns: text_a (and text_b, optional, for pairs) in; out `label` and
     `probability_<label>` per class (and `probability`, of the second class, when there are two),
-    or `score` for regression (no labels). `old_names`: MRPC's model also takes sentence1 and
-    sentence2 for text_a and text_b, so none of the four is required.
+    or `score` for regression (no labels); and `model_version`, the registered "<name>/<version>"
+    that answered. `old_names`: MRPC's model also takes sentence1 and sentence2 for text_a and
+    text_b, so none of the four is required.
 
     >>> signature = served_signature(("entailment", "not_entailment"), pair=True)
     >>> [(c.name, c.required) for c in signature.inputs.inputs]
     [('text_a', True), ('text_b', False)]
-    >>> signature.outputs.input_names()
-    ['label', 'probability_entailment', 'probability_not_entailment', 'probability']
+    >>> signature.outputs.input_names()  # doctest: +NORMALIZE_WHITESPACE
+    ['label', 'probability_entailment', 'probability_not_entailment', 'probability',
+     'model_version']
     >>> served_signature((), pair=False).outputs.input_names()
-    ['score']
+    ['score', 'model_version']
     """
     names = ["text_a", "text_b"][:1 + pair]
     names += list(OLD_MRPC_INPUTS[:len(names)]) if old_names else []
@@ -101,8 +103,9 @@ def served_signature(labels: tuple[str, ...], pair: bool, old_names: bool = Fals
     outputs = [ColSpec("string", "label"), *(ColSpec("double", f"probability_{label}")
                                              for label in labels)] if labels else []
     outputs += [ColSpec("double", "probability")] if len(labels) == 2 else []
+    outputs = outputs or [ColSpec("double", "score")]
     return ModelSignature(inputs=Schema(inputs),
-                          outputs=Schema(outputs or [ColSpec("double", "score")]))
+                          outputs=Schema([*outputs, ColSpec("string", "model_version")]))
 
 
 def served_config(trained: TrainedModel, cfg: RegistryConfig | None = None,
