@@ -4,8 +4,8 @@ An MLflow "model from code": `tasks/register.py` logs this file itself, and MLfl
 at load time, where `bert_core` comes from the model's own `code/` folder. So it imports only
 mlflow, keras, numpy, pandas and bert_core (never prefect, never `tasks`).
 
-    text_a                  text_b (pair tasks)       label         probability_<label>, ...  model_version
-    "a man is playing"      "a man plays a guitar" -> "entailment"  0.91  0.06  0.03          bertflow-rte/3
+    text_a              text_b (pairs)          label         probability_<label>...  model_version
+    "a man is playing"  "a man plays a guitar" -> "entailment"  0.91  0.06  0.03      bertflow-rte/3
 
 A classifier answers `label` and `probability_<label>` for every class in label order; a binary
 one also `probability`, that of its second (positive) class, as MRPC's served model always has.
@@ -84,9 +84,10 @@ def read_texts(frame: pd.DataFrame, pair: bool, max_rows: int
     """text_a and (for a pair model, when sent) text_b of a request, or the reason it is refused.
 
     >>> read_texts(pd.DataFrame({"text_a": ["a", "b", "c"]}), pair=False, max_rows=2)
+    ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    mlflow.exceptions.MlflowException: 3 rows in one request, more than max_batch_rows 2: send them in smaller batches
+    mlflow.exceptions.MlflowException: 3 rows in one request, more than max_batch_rows 2: ...
     """
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(frame)
@@ -125,7 +126,8 @@ def answers(outputs: np.ndarray, labels: list[str], temperature: float = 1.0,
         chosen = ((probabilities[:, 1] >= threshold).astype(int)
                   if binary and threshold is not None else probabilities.argmax(axis=1))
         columns = {"label": np.asarray(labels, dtype=object)[chosen],
-                   **{f"probability_{label}": probabilities[:, i] for i, label in enumerate(labels)},
+                   **{f"probability_{name}": probabilities[:, i]
+                      for i, name in enumerate(labels)},
                    **({"probability": probabilities[:, 1]} if binary else {})}
     if version is not None:
         columns["model_version"] = np.full(len(outputs), version, dtype=object)
