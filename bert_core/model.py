@@ -72,7 +72,8 @@ class BertModelOutputs:
         """Every encoder layer's output, first to last: a list of (batch, seq, hidden)."""
         n = self._encoder().bert_config.num_hidden_layers
         nodes = [self._node(f"transformer_layer_{i}") for i in range(n)]
-        return list(self._run(nodes, input_ids, input_mask, segment_ids, training))
+        outputs = self._run(nodes, input_ids, input_mask, segment_ids, training)
+        return [outputs] if n == 1 else list(outputs)  # Keras hands one output back bare
 
     def get_embedding_output(self, input_ids, input_mask=None, segment_ids=None, *,
                              training=False):

@@ -28,15 +28,9 @@ TEXTS = ["the company said its shares rose .", "analysts expected lower sales",
 
 
 def direct(backbone, tokenizer, texts, layers, pooling, max_seq_length, texts_b=None):
-    """The vectors computed here from the backbone's own getters, padded to max_seq_length.
-    (Keras hands a one-output model's answer back bare, so get_all_encoder_layers of a
-    one-layer encoder lists the rows of the batch, not the layers: the last layer's getter
-    stands in.)"""
+    """The vectors computed here from the backbone's own getters, padded to max_seq_length."""
     features = encode_pairs(tokenizer, texts, texts_b, max_seq_length)
-    if backbone.bert_config.num_hidden_layers == 1:  # get_all_encoder_layers: see below
-        every = [np.asarray(backbone.get_sequence_output(features.as_dict()))]
-    else:
-        every = [np.asarray(h) for h in backbone.get_all_encoder_layers(features.as_dict())]
+    every = [np.asarray(h) for h in backbone.get_all_encoder_layers(features.as_dict())]
     mask = features.input_mask[:, :, None].astype(np.float64)
     parts = [every[i][:, 0, :] if pooling == "cls" else
              (every[i] * mask).sum(axis=1) / mask.sum(axis=1) for i in layers]
