@@ -23,6 +23,7 @@ from tasks.records import ModelVersion
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 DECISION_TAG = "promotion_decision"
+REASON_TAG = "promotion_reason"  # the decision in one line (the description becomes the card)
 DECISION_ARTIFACT = "promotion/decision.md"
 VERSION_FILE = "version.json"  # in the logged model: the served model answers "<name>/<version>"
 LAST_TAG = "bertflow.last"  # registered-model tags: the last run's outcome, whatever it was
@@ -90,7 +91,7 @@ def _record(client, name: str, version: str, run_id: str, metric: str,
     """Decision tags, description and the run's promotion/decision.md first, the
     promotion_decision tag last: its presence means the whole decision is on the version."""
     tags = {**verdict.tags, "promote_metric": metric, "value": repr(verdict.value),
-            "compared_with": verdict.incumbent,
+            "compared_with": verdict.incumbent, REASON_TAG: verdict.reason[:5000],
             "champion_value": "none" if verdict.incumbent_value is None
             else repr(verdict.incumbent_value)}
     for key, tag_value in tags.items():
@@ -128,13 +129,14 @@ def register_and_promote(client, run_id: str, cfg: RegistryConfig,
         client.set_registered_model_alias(name, CHALLENGER, number)
     if code == "promoted":
         client.set_registered_model_alias(name, CHAMPION, number)
-    record_outcome(client, name, {"code": code, "reason": version.description,
+    reason = version.tags.get(REASON_TAG, version.description)  # the card replaces the latter
+    record_outcome(client, name, {"code": code, "reason": reason,
                                   "version": number, "run_id": run_id,
                                   "drop": version.tags.get("drop", "")})
     aliases = client.get_model_version(name, number).aliases
     champion_value = version.tags["champion_value"]
     return ModelVersion(name=name, version=number, run_id=run_id,
                         tracking_uri=client.tracking_uri, aliases=tuple(sorted(aliases)),
-                        promoted=code == "promoted", decision=version.description, metric=metric,
+                        promoted=code == "promoted", decision=reason, metric=metric,
                         value=float(version.tags["value"]), code=code,
                         champion_value=None if champion_value == "none" else float(champion_value))

@@ -172,6 +172,7 @@ def test_the_verdict_is_recorded_on_the_version_and_the_run(sequence, store):
         assert version.tags == {**verdict.tags, "promote_metric": "f1",
                                 "value": repr(verdict.value), "compared_with": verdict.incumbent,
                                 "champion_value": champion_value,
+                                "promotion_reason": verdict.reason,
                                 "promotion_decision": verdict.code}
         assert version.description == verdict.reason
         artifact = client.download_artifacts(version.run_id, DECISION_ARTIFACT)
@@ -424,7 +425,8 @@ def test_label_names_travel_with_the_model_and_its_signature(mnli, store):
     inputs = model.metadata.get_input_schema().inputs
     assert [(c.name, c.required) for c in inputs] == [("text_a", True), ("text_b", False)]
     assert model.metadata.get_output_schema().input_names() == [
-        "label", "probability_contradiction", "probability_entailment", "probability_neutral"]
+        "label", "probability_contradiction", "probability_entailment", "probability_neutral",
+        "model_version"]
     frame = model.predict(pd.DataFrame(NLI_PAIRS, columns=["text_a", "text_b"]))
     probabilities = frame[[f"probability_{label}" for label in NLI_LABELS]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-9)
@@ -457,7 +459,7 @@ def stsb(store, tmp_path_factory):
 def test_a_regression_model_serves_a_score(stsb, store):
     trained, version = stsb[1]
     model = served_model(store, "models:/bertflow-stsb@champion")
-    assert model.metadata.get_output_schema().input_names() == ["score"]
+    assert model.metadata.get_output_schema().input_names() == ["score", "model_version"]
     frame = model.predict(pd.DataFrame(NLI_PAIRS, columns=["text_a", "text_b"]))
     assert list(frame.columns) == ["score", "model_version"]
     assert frame["score"].dtype == np.float64
