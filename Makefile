@@ -2,7 +2,7 @@
 #   make run    set up .venv with what the pipeline needs and run the main job
 #               (extra flags: make run ARGS='--epochs 1')
 #   make test   add the test extras to .venv (pytest, JAX, the torch/transformers references,
-#               prefect-dask, psycopg) and run the test suite
+#               prefect-dask, psycopg, ONNX Runtime) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,7 +20,7 @@ $(RUNTIME): pyproject.toml
 
 # torch==2.13.0 (extra `parity`) comes from a local CPU wheel where pip is set up with one.
 $(TESTING): $(RUNTIME)
-	$(BIN)/python -m pip install -q -e '.[dev,parity,dask,postgres]'
+	$(BIN)/python -m pip install -q -e '.[dev,parity,dask,postgres,onnx]'
 	touch $@
 
 install: $(RUNTIME)

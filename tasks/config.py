@@ -113,6 +113,11 @@ class RegistryConfig(_Slice):
                                 "model may carry; a larger batch is rejected.")
     memo_words: int = Field(MEMO_WORDS, ge=0, description="Words the served tokenizer remembers "
                             "(least recently used first out); 0 remembers none.")
+    runtime: Literal["keras", "onnx"] = Field(
+        "keras", description="What runs the served classifier: the Keras model, or its ONNX "
+                             "export (the same weights, bert_core/onnx_export.py) in ONNX "
+                             "Runtime, faster on one request at a time; needs the `onnx` extra. "
+                             "Registration checks either against evaluate's answers.")
     calibrate: bool = Field(True, description="Fit a temperature (and, for two classes, a "
                             "decision threshold) on dev at registration; the served model "
                             "applies them. Regression tasks are never calibrated.")

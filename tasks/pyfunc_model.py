@@ -17,16 +17,21 @@ Artifacts: `keras_model` (model.keras: logits, or scores for regression), `vocab
 `model_config` (JSON: max_seq_length, do_lower_case, labels (names in logit order, [] for
 regression), regression, pair; optional: temperature (probabilities are softmax(logits /
 temperature)), threshold (binary: the second class wins at or above it; null: the likelier class
-wins), max_batch_rows, memo_words). `version.json` ({"name", "version"}) at the model's root is
+wins), max_batch_rows, memo_words, runtime). `version.json` ({"name", "version"}) at the model's root is
 written when the model is registered; a model without one answers "unregistered".
 
 A batch is tokenized once, then run in length-sorted slices padded to their own longest row
 (bert_core.predict): a pair of 20 tokens costs a 24-wide pass, not a 128-wide one.
+
+Runtime (model_config "runtime", "keras" when absent): "keras" runs `keras_model`; "onnx" runs
+`onnx_model` (bert_core/onnx_export.py's graph of the same weights) in ONNX Runtime, and loads
+the Keras model only if `model` is asked for.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -134,6 +139,30 @@ def answers(outputs: np.ndarray, labels: list[str], temperature: float = 1.0,
     return pd.DataFrame(columns)  # in one go: adding columns one by one cost 1 ms a request
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class OnnxLogits:
+    """An ONNX Runtime session with a Keras model's `predict_on_batch`: features -> logits."""
+
+    def __init__(self, path: str) -> None:
+        import onnxruntime  # only the onnx runtime needs it
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = cpu_cores()
+        self.session = onnxruntime.InferenceSession(path, options,
+                                                    providers=["CPUExecutionProvider"])
+
+    def predict_on_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: np.asarray(values, np.int32) for name, values in batch.items()}
+        return self.session.run(["logits"], feed)[0]
+
+
 def registered_as(model_dir: Path) -> str:
     """"<name>/<version>" from the model's version.json, "unregistered" without one."""
     path = model_dir / "version.json"
@@ -158,15 +187,25 @@ class TextModel(mlflow.pyfunc.PythonModel):
         self.tokenizer = FullTokenizer(context.artifacts["vocab"],
                                        do_lower_case=bool(config["do_lower_case"]),
                                        memo_words=int(config.get("memo_words", MEMO_WORDS)))
-        self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
+        self.runtime = config.get("runtime", "keras")
+        self._keras_file, self._model = context.artifacts["keras_model"], None
+        self._runner = (OnnxLogits(context.artifacts["onnx_model"]) if self.runtime == "onnx"
+                        else self.model)
         self.model_version = registered_as(config_file.parent.parent)  # artifacts/ is in it
         self._running = threading.Lock()  # the server answers requests on a pool of threads
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras BertClassifier (loaded on first use under the onnx runtime)."""
+        if self._model is None:
+            self._model = keras.saving.load_model(self._keras_file, compile=False)
+        return self._model
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         first, second = read_texts(model_input, self.pair, self.max_batch_rows)
         features = encode_pairs(self.tokenizer, first, second, self.max_seq_length)
         with self._running:  # one batch at a time: each already uses every core
-            outputs = predict_logits(self.model, features, BATCH_SIZE)
+            outputs = predict_logits(self._runner, features, BATCH_SIZE)
         return answers(outputs, self.labels, self.temperature, self.threshold,
                        self.model_version)
 

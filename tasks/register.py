@@ -6,7 +6,8 @@
                                         epoch_loss/epoch_accuracy per epoch; artifacts eval/,
                                         data/, train/; models keras_model (logits, or scores)
                                         and classifier (raw text -> label and probabilities, or
-                                        score; tasks/pyfunc_model.py)
+                                        score; tasks/pyfunc_model.py; with registry.runtime
+                                        onnx it runs its model.onnx in ONNX Runtime)
     calibration fitted on dev           calibration/calibration.json and reliability.png;
                                         metrics calibration_ece/brier_before/after; tags
                                         calibration.temperature/threshold/rule, on the version
@@ -120,13 +121,14 @@ def served_config(trained: TrainedModel, cfg: RegistryConfig | None = None,
     ...                                 Calibration(1.7, 0.42)).items() if k not in ("labels",)}
     ... # doctest: +NORMALIZE_WHITESPACE
     {'max_seq_length': 128, 'do_lower_case': True, 'regression': False, 'pair': True,
-     'temperature': 1.7, 'threshold': 0.42, 'max_batch_rows': 64, 'memo_words': 50000}
+     'temperature': 1.7, 'threshold': 0.42, 'max_batch_rows': 64, 'memo_words': 50000,
+     'runtime': 'keras'}
     """
     cfg = cfg or RegistryConfig()
     return {"max_seq_length": trained.max_seq_length, "do_lower_case": trained.do_lower_case,
             "labels": list(trained.labels), "regression": trained.regression, "pair": trained.pair,
             **calibration.config(), "max_batch_rows": cfg.max_batch_rows,
-            "memo_words": cfg.memo_words}
+            "memo_words": cfg.memo_words, "runtime": cfg.runtime}
 
 
 def run_metrics(report: EvalReport, history: dict, timestamp: int) -> list[Metric]:
@@ -193,13 +195,23 @@ def log_models(client, run_id: str, trained: TrainedModel, cfg: RegistryConfig |
         config_file.write_text(json.dumps(served_config(trained, cfg, calibration)))
         mlflow.keras.log_model(model, name=KERAS_MODEL, pip_requirements=requirements,
                                signature=keras_signature(trained.max_seq_length, outputs))
+        artifacts = {"keras_model": str(trained.keras_file), "vocab": str(trained.vocab_file),
+                     "model_config": str(config_file)}
+        if cfg is not None and cfg.runtime == "onnx":
+            artifacts["onnx_model"] = str(onnx_file(model, Path(tmp)))
+            requirements = [*requirements, f"onnxruntime=={installed_version('onnxruntime')}"]
         mlflow.pyfunc.log_model(
             name=CLASSIFIER, python_model=PYFUNC_CODE, code_paths=[str(BERT_CORE_DIR)],
-            artifacts={"keras_model": str(trained.keras_file), "vocab": str(trained.vocab_file),
-                       "model_config": str(config_file)},
-            signature=served_signature(trained.labels, trained.pair,
-                                       old_names=trained.task == "mrpc"),
+            artifacts=artifacts, signature=served_signature(trained.labels, trained.pair,
+                                                            old_names=trained.task == "mrpc"),
             pip_requirements=requirements)
+
+
+def onnx_file(model, folder: Path) -> Path:
+    """model.onnx in `folder`: the Keras model's ONNX graph, for the onnx runtime."""
+    from bert_core.onnx_export import export_onnx  # needs the `onnx` extra
+
+    return export_onnx(model, folder / "model.onnx")
 
 
 def _reusable_run(client, experiment_id: str, run_key: str | None) -> str | None:
