@@ -109,24 +109,27 @@ def test_deploy_all_creates_the_weekly_and_the_on_demand_deployments(server, dep
     with api(server), get_client(sync_client=True) as client:
         weekly = client.read_deployment_by_name(WEEKLY)
         sweep = client.read_deployment_by_name("sweep/sweep")
+        score = client.read_deployment_by_name("score/score")
         per_task = {name: client.read_deployment_by_name(f"finetune/{name}")
                     for name in ("cola", "sst2", "rte", "stsb", "mnli")}
 
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in weekly.schedules] == \
         [("0 3 * * 1", "UTC", True)]
-    assert sweep.schedules == [] and all(d.schedules == [] for d in per_task.values())
-    assert weekly.work_pool_name == sweep.work_pool_name == "bertflow"
+    assert sweep.schedules == score.schedules == [] and \
+        all(d.schedules == [] for d in per_task.values())
+    assert weekly.work_pool_name == sweep.work_pool_name == score.work_pool_name == "bertflow"
     assert weekly.parameters == {"cfg": {"home": ".bertflow", "task": {"name": "mrpc"}}}
     assert sweep.parameters == {"cfg": {"home": ".bertflow"}}
+    assert score.parameters["cfg"]["model_uri"] is None  # the champion, looked up per run
     assert {name: d.parameters["cfg"]["task"]["name"] for name, d in per_task.items()} == \
         {name: name for name in per_task}
-    for deployment in (weekly, sweep, *per_task.values()):  # run from this checkout
+    for deployment in (weekly, sweep, score, *per_task.values()):  # run from this checkout
         assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
             "directory": str(ROOT)}}]
         # with the environment `bertflow run` gives TensorFlow (its pooled CPU allocator)
         assert deployment.job_variables == {"env": TENSORFLOW_ENV}
     listed = prefect(server, "deployment", "ls")
-    assert WEEKLY in listed and "sweep/sweep" in listed
+    assert WEEKLY in listed and "sweep/sweep" in listed and "score/score" in listed
 
 
 def test_the_weekly_deployment_runs_one_at_a_time(server, deployed):
