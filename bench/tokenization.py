@@ -23,13 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bert_core import tokenization as tk
-from bert_core.features import pack_ids, pad_batch
-from tasks.config import DataConfig, ModelConfig
-from tasks.download import RawData
-from tasks.tokenize import tokenize_splits
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project's `tasks`, not bench/tasks.py
+
+from bert_core import tokenization as tk  # noqa: E402
+from bert_core.features import pack_ids, pad_batch  # noqa: E402
+from tasks.config import DataConfig, ModelConfig  # noqa: E402
+from tasks.download import RawData  # noqa: E402
+from tasks.tokenize import tokenize_splits  # noqa: E402
 
 
 def read_pairs(mrpc: Path) -> tuple[list[list[str]], dict[str, str]]:
@@ -54,7 +55,7 @@ def write_corpus(mrpc: Path, out: Path, pairs: int) -> RawData:
         f.write(headers["train"] + "\n")
         for i in range(pairs - extra):
             f.write("\t".join(rows[i % len(rows)]) + "\n")
-    return RawData(glue_dir=str(out), checkpoint_dir=str(out), vocab_file=str(mrpc.parent.parent
+    return RawData(data_dir=str(out), checkpoint_dir=str(out), vocab_file=str(mrpc.parent.parent
                    / "checkpoints" / "minilm-l3-h384-uncased-hf" / "vocab.txt"),
                    sha256={f"{s}.tsv": f"bench-{pairs}-{s}" for s in ("train", "dev", "test")})
 
