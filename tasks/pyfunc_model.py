@@ -17,8 +17,9 @@ Artifacts: `keras_model` (model.keras: logits, or scores for regression), `vocab
 `model_config` (JSON: max_seq_length, do_lower_case, labels (names in logit order, [] for
 regression), regression, pair; optional: temperature (probabilities are softmax(logits /
 temperature)), threshold (binary: the second class wins at or above it; null: the likelier class
-wins), max_batch_rows, memo_words, runtime). `version.json` ({"name", "version"}) at the model's root is
-written when the model is registered; a model without one answers "unregistered".
+wins), max_batch_rows, memo_words, runtime), and with runtime "onnx" `onnx_model` (model.onnx).
+`version.json` ({"name", "version"}) at the model's root is written when the model is
+registered; a model without one answers "unregistered".
 
 A batch is tokenized once, then run in length-sorted slices padded to their own longest row
 (bert_core.predict): a pair of 20 tokens costs a 24-wide pass, not a 128-wide one.
