@@ -29,7 +29,7 @@ pairs timed, and of the int8 model against the float one on all of dev.
                           --tracking-uri sqlite:////tmp/serve-bench-home/mlflow/mlflow.db
     python bench/serve.py --train --home DIR --pairs 128 --single 20    # a quick look (temp out)
 
-`--train` runs `bertflow run` (MiniLM-L3 from --shared, --epochs, default 1) into --home, then
+`--train` runs `bertflow run` (MiniLM-L3 from --shared, --epochs, default 3: the recipe) into --home, then
 once more with `--rerun register` and a --config of `registry: {runtime: onnx}` (train and
 evaluate come from the cache), unless its store already holds a version of bertflow-mrpc of
 each runtime from one trained model (a version's runtime: its run's registry.runtime param,
@@ -367,7 +367,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train", action="store_true",
                         help="fine-tune MiniLM-L3 on MRPC into --home unless it holds a version")
     parser.add_argument("--home", type=Path, default=Path("/tmp/serve-bench-home"))
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--pairs", type=int, default=0, help="dev pairs timed (0: all 408)")
     parser.add_argument("--single", type=int, default=FULL_SINGLE)
