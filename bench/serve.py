@@ -30,12 +30,12 @@ pairs timed, and of the int8 model against the float one on all of dev.
     python bench/serve.py --train --home DIR --pairs 128 --single 20    # a quick look (temp out)
 
 `--train` runs `bertflow run` (MiniLM-L3 from --shared, --epochs, default 3: the recipe) into
---home, then once more with `--rerun register` and a --config of `registry: {runtime: onnx}` (train and
-evaluate come from the cache), unless its store already holds a version of bertflow-mrpc of
-each runtime from one trained model (a version's runtime: its run's registry.runtime param,
-keras when absent; the model: its run's model_sha256 tag), and measures those two. With
---model-uri, --onnx-model-uri names the onnx version (none: no ours_onnx). Needs the `parity`
-and `bench` extras (torch, transformers, onnx, onnxruntime, onnxscript).
+--home, then once more with `--rerun register` and a --config of `registry: {runtime: onnx}` (train
+and evaluate come from the cache), unless its store already holds a version of bertflow-mrpc of
+each runtime from one trained model (a version's runtime: its run's registry.runtime param, keras
+when absent; the model: its run's model_sha256 tag), and measures those two. With --model-uri,
+--onnx-model-uri names the onnx version (none: no ours_onnx). Needs the `parity` and `bench` extras
+(torch, transformers, onnx, onnxruntime, onnxscript).
 
 Writes serve.{json,md} into --out (bench/results only for a full run: every dev pair, 200 single
 calls); the last line printed is the JSON.
