@@ -107,7 +107,7 @@ def test_a_100k_row_file_is_scored_in_bounded_memory(home, tmp_path):
     assert len(answers) == BIG_ROWS - len(blank)
     assert list(answers.columns) == ["index", "label", "probability_0", "probability_1",
                                      "probability", "model_version"]
-    assert set(answers["model_version"]) <= {"bertflow-mrpc/1", "unregistered"}
+    assert set(answers["model_version"]) == {"bertflow-mrpc/1"}
     rejects = pd.read_csv(out.with_name("scores.rejects.csv"), dtype=str)
     assert rejects["row"].astype(int).tolist() == blank
     assert rejects["id"].tolist() == [str(row - 1) for row in blank]  # the file's index
