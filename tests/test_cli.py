@@ -90,7 +90,8 @@ def test_prefect_yaml_deploys_the_flows_weekly_and_on_demand():
 
     spec = yaml.safe_load((Path(__file__).parents[1] / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert set(deployments) == {"weekly-mrpc", "cola", "sst2", "rte", "stsb", "mnli", "sweep"}
+    assert set(deployments) == {"weekly-mrpc", "cola", "sst2", "rte", "stsb", "mnli", "sweep",
+                                "score"}
     assert [s["cron"] for s in deployments["weekly-mrpc"]["schedules"]] == ["0 3 * * 1"]
     assert not any(d.get("schedules") for name, d in deployments.items() if name != "weekly-mrpc")
     for deployment in deployments.values():

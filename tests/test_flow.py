@@ -70,7 +70,10 @@ def test_first_run_completes_every_stage_and_registers_a_version(three_runs, cfg
     version = client(cfg).get_model_version("bertflow-mrpc", "1")
     assert version.run_id == model["run_id"]
     assert version.tags["promotion_decision"] in {"promoted", "collapsed"}
-    assert version.description == model["decision"]
+    assert version.tags["promotion_reason"] == model["decision"]
+    card = version.description  # the model card, the decision under its title
+    assert card.startswith("# bertflow-mrpc v1\n") and model["decision"] in card
+    assert "mlflow models serve -m models:/bertflow-mrpc/1" in card
 
 
 def test_the_run_holds_config_lineage_reports_and_models(three_runs, cfg):
