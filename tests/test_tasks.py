@@ -88,10 +88,11 @@ def test_built_in_task_end_to_end(task, tmp_path, release):
     out = classify(cfg, [("the company said its shares rose .", "analysts expected sales .")
                          [:2 if pair else 1]])
     if labels is None:
-        assert list(out.columns) == ["score"]
+        assert list(out.columns) == ["score", "model_version"]
     else:
         assert out["label"].iloc[0] in labels
         assert {f"probability_{label}" for label in labels} <= set(out.columns)
+    assert out["model_version"].iloc[0] == f"bertflow-{task}/1"
 
 
 def test_mnli_scores_matched_and_mismatched_dev(tmp_path, release):
