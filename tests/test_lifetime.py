@@ -29,14 +29,16 @@ GONE = {"CRASHED", "CANCELLED"}
 
 
 def launch(args: list[str], home: Path) -> subprocess.Popen:
-    """`bertflow ARGS --home HOME` as a terminal starts a job: a process group of its own, no
-    Prefect settings inherited; its output goes to HOME's sibling `bertflow.log`."""
+    """`bertflow ARGS --home HOME` as a terminal starts a job: a process group of its own, Ctrl-C
+    at its default (a suite started in the background inherits SIGINT ignored), no Prefect
+    settings inherited; its output goes to HOME's sibling `bertflow.log`."""
     exe = Path(sys.executable).with_name("bertflow")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3")
     log = (home.parent / "bertflow.log").open("a")
     return subprocess.Popen([str(exe), *args, "--home", str(home)], env=env, cwd=home.parent,
-                            stdout=log, stderr=log, process_group=0)
+                            stdout=log, stderr=log, process_group=0,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def interrupt(process: subprocess.Popen, signum: int) -> int:
